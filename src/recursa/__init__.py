@@ -1,0 +1,82 @@
+"""recursa: Recursive Language Models.
+
+A long input never enters the model's prompt: it lives as ``context`` in a sandboxed Python
+REPL; the model writes code to inspect and chunk it and calls language models on the pieces
+until it returns ``FINAL(answer)``.
+
+>>> from recursa import RLM, Limits
+>>> rlm = RLM(model="openai:gpt-5-mini", limits=Limits(max_cost_usd=0.50))  # doctest: +SKIP
+>>> rlm.run("Which clients hit the rate limit most often?", Path("logs/")).answer  # doctest: +SKIP
+"""
+
+from recursa.context import Context, load_context
+from recursa.errors import (
+    ConfigError,
+    ContextError,
+    LimitExceeded,
+    LMError,
+    MissingAPIKeyError,
+    MissingDependencyError,
+    RecursaError,
+    SandboxError,
+    ScriptMismatch,
+    TraceError,
+    UnknownProviderError,
+)
+from recursa.limits import Limits
+from recursa.lm import (
+    LM,
+    BaseLM,
+    ProviderOptions,
+    ScriptedLM,
+    Step,
+    register_provider,
+    resolve_model,
+)
+from recursa.pricing import ModelPrice, PriceTable
+from recursa.rlm import RLM
+from recursa.sandbox import ProcessSandbox, SandboxConfig
+from recursa.trace.spans import Span, TraceProcessor, Tracer
+from recursa.types import CellResult, Completion, LMSettings, Message, Result, StopReason, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LM",
+    "RLM",
+    "BaseLM",
+    "CellResult",
+    "Completion",
+    "ConfigError",
+    "Context",
+    "ContextError",
+    "LMError",
+    "LMSettings",
+    "LimitExceeded",
+    "Limits",
+    "Message",
+    "MissingAPIKeyError",
+    "MissingDependencyError",
+    "ModelPrice",
+    "PriceTable",
+    "ProcessSandbox",
+    "ProviderOptions",
+    "RecursaError",
+    "Result",
+    "SandboxConfig",
+    "SandboxError",
+    "ScriptMismatch",
+    "ScriptedLM",
+    "Span",
+    "Step",
+    "StopReason",
+    "TraceError",
+    "TraceProcessor",
+    "Tracer",
+    "UnknownProviderError",
+    "Usage",
+    "__version__",
+    "load_context",
+    "register_provider",
+    "resolve_model",
+]

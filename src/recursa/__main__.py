@@ -1,0 +1,5 @@
+"""``python -m recursa``."""
+
+from recursa.cli import main
+
+raise SystemExit(main())

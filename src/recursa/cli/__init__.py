@@ -1,0 +1,73 @@
+"""The ``recursa`` command. Thin: argv -> objects -> engine / server / bench / viewer.
+
+Each command group lives in its own module exposing ``register(app)``; heavy imports happen
+inside the commands so ``recursa --help`` stays fast. Every error recursa raises on purpose
+becomes one line on stderr: exit status 2 for bad input or configuration, 1 for failures
+while running (a model server that stays down), 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from recursa.errors import ConfigError, RecursaError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="recursa",
+    help=(
+        "Recursive Language Models: answer questions over inputs far larger than a model's "
+        "context window. The input lives in a sandboxed Python REPL; the model writes code to "
+        "search and chunk it and calls models on the pieces."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Command modules, registered in this order (each defines register(app)).
+COMMAND_MODULES = ("ask", "trace")
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"recursa.cli.{name}").register(app)
+
+
+_register_all()
+
+
+def _fail(message: str, code: int) -> int:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {message}", markup=True
+    )
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (the console script passes it to ``sys.exit``)."""
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="recursa")
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return _fail("interrupted", 130)
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value...
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            _fail(exc.format_message(), exc.exit_code)
+        return exc.exit_code
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    except RecursaError as exc:
+        return _fail(str(exc), 1)
+    return rv if isinstance(rv, int) else 0

@@ -1,0 +1,219 @@
+"""``recursa ask``: answer a question over files, folders or standard input."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from recursa.errors import ConfigError, ContextError
+
+__all__ = ["register"]
+
+EXIT_PARTIAL = 3
+
+
+def _read_stdin() -> bytes:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ContextError("--context - reads standard input, but nothing is piped in")
+    return sys.stdin.buffer.read()
+
+
+def context_sources(values: list[str]) -> list[Any]:
+    """``--context`` values as load_context sources: ``-`` is stdin, anything else a path."""
+    if not values:
+        raise ContextError(
+            "no context given: pass --context FILE, --context FOLDER or --context - for stdin"
+        )
+    if values.count("-") > 1:
+        raise ContextError("--context - (standard input) can be given only once")
+    return [_read_stdin() if v == "-" else Path(v) for v in values]
+
+
+def price_table(prices: Path | None) -> Any:
+    from recursa.pricing import PriceTable
+
+    path = prices or (
+        Path(os.environ["RECURSA_PRICES"]) if os.environ.get("RECURSA_PRICES") else None
+    )
+    return PriceTable.from_file(path) if path else PriceTable()
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="What you want to know about the context.")],
+    context: Annotated[
+        list[str],
+        typer.Option(
+            "--context",
+            "-c",
+            help="A file, a folder (read as {path: text}, honouring .gitignore) or - for stdin. "
+            "Repeat for several inputs.",
+            show_default=False,
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Root model as provider:model (openai:gpt-5-mini, anthropic:claude-sonnet-4-5, "
+            "ollama:qwen2.5-coder, local). Default: $RECURSA_MODEL, else the embedded local model.",
+        ),
+    ] = None,
+    sub_model: Annotated[
+        str | None,
+        typer.Option("--sub-model", help="Model for llm_query and child RLMs (default: --model)."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="API root for OpenAI-compatible or Anthropic-compatible servers "
+            "(e.g. http://localhost:8000/v1). Default: $OPENAI_BASE_URL / $ANTHROPIC_BASE_URL.",
+        ),
+    ] = None,
+    max_depth: Annotated[
+        int, typer.Option("--max-depth", help="How deep rlm_query may nest child RLMs.")
+    ] = 1,
+    max_iterations: Annotated[
+        int, typer.Option("--max-iterations", help="Root turns per RLM.")
+    ] = 30,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", help="Stop when the whole run has cost this many USD."),
+    ] = None,
+    max_calls: Annotated[
+        int | None, typer.Option("--max-calls", help="Stop after this many LM calls in all.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Stop after this many tokens in all.")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Wall-clock limit for the whole run, in seconds."),
+    ] = None,
+    cell_timeout: Annotated[
+        float,
+        typer.Option("--cell-timeout", help="Compute-time limit of one code cell, in seconds."),
+    ] = 120.0,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="LM calls in flight at once.")
+    ] = 16,
+    max_output_chars: Annotated[
+        int,
+        typer.Option("--max-output-chars", help="REPL output shown to the model per iteration."),
+    ] = 20_000,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Sampling temperature.")
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="Prompt profile: standard or strict (default: by model)."),
+    ] = None,
+    no_sub_calls: Annotated[
+        bool,
+        typer.Option(
+            "--no-sub-calls", help="Give the model the REPL only: no llm_query/rlm_query."
+        ),
+    ] = False,
+    sandbox: Annotated[
+        str, typer.Option("--sandbox", help="Where model code runs (see `recursa doctor`).")
+    ] = "process",
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            "--prices", help="JSON/TOML file extending the price table ($RECURSA_PRICES)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole result as JSON instead of the answer.")
+    ] = False,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="Write the run's trace (JSONL) to this file.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")
+    ] = False,
+) -> int:
+    """Answer QUESTION over the given context and print the answer.
+
+    The answer alone goes to stdout; progress and notes go to stderr. Exit status: 0 when the
+    model gave its final answer, 3 when a limit stopped the run (the best partial answer is
+    still printed), 2 for bad input or configuration, 1 when a model or sandbox kept failing.
+    """
+    from rich.console import Console
+
+    from recursa.limits import Limits
+    from recursa.rlm import RLM
+
+    err = Console(stderr=True, highlight=False)
+    if not question.strip():
+        raise ConfigError("the question is empty: say what you want to know")
+    sources = context_sources(context)
+    limits = Limits(
+        max_iterations=max_iterations,
+        max_depth=max_depth,
+        max_llm_calls=max_calls,
+        max_tokens=max_tokens,
+        max_cost_usd=max_cost,
+        timeout_s=timeout,
+        cell_timeout_s=cell_timeout,
+        max_concurrency=concurrency,
+        max_output_chars=max_output_chars,
+    )
+    rlm = RLM(
+        model,
+        sub_model,
+        limits=limits,
+        base_url=base_url,
+        sandbox=sandbox,
+        prompt_profile=profile,
+        prices=price_table(prices),
+        temperature=temperature,
+        sub_calls=not no_sub_calls,
+    )
+    from recursa.context import load_context
+
+    ctx = load_context(*sources)
+    if not quiet:
+        for warning in ctx.warnings:
+            err.print(f"[yellow]note:[/] {warning}")
+    if quiet:
+        result = rlm.run(question, ctx, trace=trace)
+    else:
+        from recursa.cli.progress import LiveProgress
+
+        with LiveProgress(err) as progress:
+            result = rlm.run(question, ctx, trace=trace, processors=[progress])
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(result.answer)
+    if not quiet:
+        _summary(err, result)
+    return 0 if not result.partial else EXIT_PARTIAL
+
+
+def _summary(err: Any, result: Any) -> None:
+    cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
+    if result.cost_usd is not None and not result.cost_complete:
+        cost += " (some calls unpriced)"
+    err.print(
+        f"[dim]{result.stop_reason.value} after {result.iterations} iteration(s), "
+        f"{result.usage.calls} LM call(s), {result.usage.total_tokens:,} tokens, {cost}, "
+        f"{result.wall_time_s:.1f}s[/]"
+    )
+    if result.partial:
+        err.print(
+            f"[yellow]stopped before a final answer:[/] {result.detail or result.stop_reason}"
+        )
+    if result.trace_path:
+        err.print(f"[dim]trace: {result.trace_path}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ask")(ask)

@@ -1,0 +1,312 @@
+"""Turn what the user gives (text, bytes, lists, dicts, files, folders, stdin) into a context.
+
+The context is what the REPL's ``context`` variable holds: a ``str``, a ``list`` of ``str``, or a
+``dict`` mapping names (relative paths for folders) to ``str``. Several sources make a list, and
+the REPL also gets ``context_0 .. context_N``.
+
+Folders are read as ``{relative path: text}``, skipping ``.git`` (and other VCS folders), files
+matched by any ``.gitignore`` on the way down, and binary files. Everything skipped or repaired
+(invalid UTF-8 replaced) is reported in ``Context.warnings``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import pathspec
+
+from recursa.errors import ContextError
+from recursa.limits import approx_tokens
+
+__all__ = ["Context", "ContextSource", "load_context"]
+
+ContextSource = Union[str, bytes, list, tuple, Mapping, Path, "Context"]
+
+_VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr"})
+_SNIFF = 8192
+PREVIEW_CHARS = 500
+LISTED_PARTS = 100
+
+
+@dataclass(frozen=True)
+class Context:
+    """A loaded context and what the root model is told about it."""
+
+    value: str | list[Any] | dict[str, Any]
+    kind: str
+    warnings: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    multi: bool = False
+    _parts: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+
+    @property
+    def parts(self) -> tuple[tuple[str, int], ...]:
+        """``(label, characters)`` for each part (one part for a plain string)."""
+        return self._parts
+
+    @property
+    def total_chars(self) -> int:
+        return sum(n for _, n in self._parts)
+
+    @property
+    def approx_tokens(self) -> int:
+        return approx_tokens(self.total_chars)
+
+    @property
+    def python_type(self) -> str:
+        return type(self.value).__name__
+
+    def preview(self, n: int = PREVIEW_CHARS) -> str:
+        return _preview(self.value, n)
+
+    def describe(self) -> str:
+        """The metadata block the root prompt shows instead of the context itself."""
+        lines = [
+            f"Type: {self.python_type} ({self.kind})",
+            f"Total size: {self.total_chars:,} characters (about {self.approx_tokens:,} tokens)",
+        ]
+        if isinstance(self.value, (list, dict)):
+            shown = self._parts[:LISTED_PARTS]
+            lines.append(f"Parts: {len(self._parts):,}")
+            listing = ", ".join(f"{label}: {n:,}" for label, n in shown)
+            more = len(self._parts) - len(shown)
+            lines.append(
+                f"Part lengths in characters: {listing}"
+                + (f", ... ({more:,} more)" if more else "")
+            )
+        if self.multi:
+            lines.append(
+                f"Several inputs were given: context is a list and context_0 .. "
+                f"context_{len(self._parts) - 1} name each one."
+            )
+        lines.append(f"Preview (first {PREVIEW_CHARS} characters):\n{self.preview()}")
+        return "\n".join(lines)
+
+
+def _preview(value: Any, n: int) -> str:
+    if isinstance(value, str):
+        return value[:n]
+    if isinstance(value, dict):
+        out = []
+        for k, v in value.items():
+            out.append(f"--- {k} ---\n{_preview(v, n)}")
+            if sum(map(len, out)) >= n:
+                break
+        return "\n".join(out)[:n]
+    if isinstance(value, (list, tuple)):
+        out = []
+        for i, v in enumerate(value):
+            out.append(f"[{i}] {_preview(v, n)}")
+            if sum(map(len, out)) >= n:
+                break
+        return "\n".join(out)[:n]
+    return str(value)[:n]
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_size(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_size(v) for v in value)
+    return len(str(value))
+
+
+def _parts_of(value: Any) -> tuple[tuple[str, int], ...]:
+    if isinstance(value, dict):
+        return tuple((str(k), _size(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple((str(i), _size(v)) for i, v in enumerate(value))
+    return (("0", _size(value)),)
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+def _decode(data: bytes, label: str, warnings: list[str]) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+        warnings.append(f"{label}: {bad:,} invalid UTF-8 sequence(s) replaced with U+FFFD")
+        return text
+
+
+def _looks_binary(head: bytes) -> bool:
+    if b"\x00" in head:
+        return True
+    try:
+        head.decode("utf-8")
+        return False
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 4:  # a multi-byte character cut by the sniff window
+            return False
+    controls = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return controls > len(head) * 0.1
+
+
+# ---- files and folders ------------------------------------------------------------------------
+
+
+def _read_file(path: Path, label: str, warnings: list[str]) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ContextError(f"no such file: {path}") from None
+    except PermissionError:
+        raise ContextError(f"cannot read {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ContextError(f"{path} is a folder") from None
+    except OSError as exc:
+        raise ContextError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if _looks_binary(data[:_SNIFF]):
+        raise ContextError(f"{path} looks like a binary file; give a text file or a folder")
+    return _decode(data, label, warnings)
+
+
+class _Ignore:
+    """``.gitignore`` rules found on the way down a tree, each applied below its own folder."""
+
+    def __init__(self) -> None:
+        self.specs: list[tuple[str, pathspec.PathSpec]] = []
+
+    def add(self, rel_dir: str, gitignore: Path, warnings: list[str]) -> None:
+        try:
+            lines = gitignore.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            warnings.append(f"{gitignore}: not read ({exc.strerror}); its rules were not applied")
+            return
+        self.specs.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(lines)))
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        target = rel + "/" if is_dir else rel
+        for base, spec in self.specs:
+            if base and not target.startswith(base + "/"):
+                continue
+            sub = target[len(base) + 1 :] if base else target
+            if spec.match_file(sub):
+                return True
+        return False
+
+
+def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise ContextError(f"cannot read folder {root}: permission denied")
+    ignore = _Ignore()
+    files: dict[str, str] = {}
+    skipped_binary = skipped_ignored = 0
+    unreadable: list[str] = []
+
+    def onerror(exc: OSError) -> None:
+        unreadable.append(str(exc.filename))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir
+        if ".gitignore" in filenames:
+            ignore.add(rel_dir, here / ".gitignore", warnings)
+        kept = []
+        for d in sorted(dirnames):
+            rel = f"{rel_dir}/{d}" if rel_dir else d
+            if d in _VCS_DIRS or (here / d).is_symlink():
+                continue
+            if ignore.ignored(rel, is_dir=True):
+                skipped_ignored += 1
+                continue
+            kept.append(d)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            path = here / name
+            if ignore.ignored(rel, is_dir=False):
+                skipped_ignored += 1
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                unreadable.append(rel)
+                continue
+            if _looks_binary(data[:_SNIFF]):
+                skipped_binary += 1
+                continue
+            files[rel] = _decode(data, rel, warnings)
+    if skipped_binary:
+        warnings.append(f"{root}: skipped {skipped_binary:,} binary file(s)")
+    if skipped_ignored:
+        warnings.append(f"{root}: skipped {skipped_ignored:,} path(s) matched by .gitignore")
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        warnings.append(f"{root}: {len(unreadable):,} unreadable path(s) skipped: {shown}")
+    if not files:
+        raise ContextError(f"folder {root} holds no readable text files")
+    return files
+
+
+# ---- entry point ------------------------------------------------------------------------------
+
+
+def _load_one(source: Any, warnings: list[str]) -> tuple[Any, str, str]:
+    """(value, kind, label) for one source."""
+    if isinstance(source, Context):
+        warnings.extend(source.warnings)
+        return source.value, source.kind, ",".join(source.sources) or "context"
+    if isinstance(source, os.PathLike):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            return _read_folder(path, warnings), "folder", str(path)
+        if not path.exists():
+            raise ContextError(f"no such file or folder: {path}")
+        return _read_file(path, str(path), warnings), "file", str(path)
+    if isinstance(source, str):
+        return source, "text", "text"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(bytes(source), "bytes", warnings), "bytes", "bytes"
+    if isinstance(source, Mapping):
+        out: dict[str, str] = {}
+        for k, v in source.items():
+            if isinstance(v, (bytes, bytearray)):
+                v = _decode(bytes(v), str(k), warnings)
+            if not isinstance(v, str):
+                raise ContextError(f"dict context: value for {k!r} is {type(v).__name__}, not str")
+            out[str(k)] = v
+        return out, "dict", "dict"
+    if isinstance(source, (list, tuple)):
+        items = []
+        for i, v in enumerate(source):
+            if isinstance(v, (bytes, bytearray)):
+                v = _decode(bytes(v), f"item {i}", warnings)
+            if not isinstance(v, str):
+                raise ContextError(f"list context: item {i} is {type(v).__name__}, not str")
+            items.append(v)
+        return items, "list", "list"
+    raise ContextError(
+        f"unsupported context type {type(source).__name__}: give str, bytes, a list or dict of "
+        "str, or a pathlib.Path to a file or folder"
+    )
+
+
+def load_context(*sources: ContextSource | Iterable[Any]) -> Context:
+    """Load one or more sources. A ``str`` is text, never a path: pass ``Path`` for files."""
+    if not sources:
+        raise ContextError("no context given: pass text, a file or a folder (--context PATH)")
+    warnings: list[str] = []
+    loaded = [_load_one(s, warnings) for s in sources]
+    if len(loaded) == 1:
+        value, kind, label = loaded[0]
+        ctx = Context(value, kind, tuple(warnings), (label,), False, _parts_of(value))
+    else:
+        value = [v for v, _, _ in loaded]
+        parts = tuple((label, _size(v)) for v, _, label in loaded)
+        ctx = Context(value, "multiple", tuple(warnings), tuple(x[2] for x in loaded), True, parts)
+    if ctx.total_chars == 0:
+        raise ContextError(
+            "the context is empty: " + ", ".join(ctx.sources) + " holds no text to ask about"
+        )
+    return ctx

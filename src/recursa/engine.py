@@ -1,0 +1,337 @@
+"""The RLM loop: root LM call -> run its code in the REPL -> show the output -> repeat -> FINAL.
+
+One :class:`Engine` runs one RLM (the root, or one child at a deeper level). Everything the
+whole tree shares (models, budget, tracer, LM gate, configuration) lives in a :class:`Tree`.
+The conversation is append-only, so provider prompt caches and a local model's KV cache keep
+hitting from one iteration to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from recursa.context import Context
+from recursa.errors import LimitExceeded, RecursaError
+from recursa.gate import LMGate, clip
+from recursa.limits import Budget, BudgetExhausted, Limits
+from recursa.lm.base import LM
+from recursa.parsing import find_code_blocks, find_final, strip_code_blocks
+from recursa.prompts import PromptProfile, profile_for
+from recursa.sandbox.base import CallHandler, Sandbox, SandboxConfig
+from recursa.trace.spans import Span, Tracer
+from recursa.types import CellResult, LMSettings, Message, Result, StopReason
+
+__all__ = ["Engine", "EngineConfig", "SandboxFactory", "Tree"]
+
+SandboxFactory = Callable[[SandboxConfig, CallHandler], Sandbox]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the whole tree behaves. Built once by :class:`~recursa.rlm.RLM`."""
+
+    limits: Limits
+    sandbox_factory: SandboxFactory
+    sandbox_config: SandboxConfig = field(default_factory=SandboxConfig)
+    profile: PromptProfile | None = None  # None: chosen per model by profile_for()
+    sub_calls: bool = True
+    root_settings: LMSettings = field(default_factory=LMSettings)
+    sub_settings: LMSettings = field(default_factory=LMSettings)
+    sub_prompt_chars: int = 100_000  # what the prompt tells the root a sub-call can read
+
+
+@dataclass
+class Tree:
+    """What every engine in one run's tree shares."""
+
+    root_lm: LM
+    sub_lm: LM
+    models: Mapping[str, LM]  # models llm_query(model=...) may pick, by full and short name
+    config: EngineConfig
+    budget: Budget
+    tracer: Tracer
+    gate: LMGate
+    run_id: str
+
+
+@dataclass
+class _State:
+    """Per-engine loop state."""
+
+    iterations: int = 0
+    consecutive_errors: int = 0
+    code_ran: bool = False
+    candidate: str = ""  # best partial answer so far
+    seen: dict[str, str] = field(default_factory=dict)  # code hash -> output hash
+
+
+@dataclass(frozen=True)
+class _Step:
+    final: str | None = None
+    feedback: str = ""
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = int(limit * 0.8)
+    tail = limit - head
+    cut = len(text) - head - tail
+    return (
+        f"{text[:head]}\n[... {cut:,} characters of output cut; print less, e.g. a slice or a "
+        f"count ...]\n{text[len(text) - tail :]}"
+    )
+
+
+class Engine:
+    """One RLM at one depth of the tree."""
+
+    def __init__(self, tree: Tree, *, depth: int, lm: LM, parent_span: Span | None = None):
+        self.tree = tree
+        self.depth = depth
+        self.lm = lm
+        self.parent_span = parent_span
+        self.profile = tree.config.profile or profile_for(lm.name)
+        self.state = _State()
+        self.cell_span: Span | None = None  # parent for sub-call spans made by the running cell
+        self.run_span: Span | None = None
+
+    # ---- the run -------------------------------------------------------------------------------
+    async def run(self, question: str, context: Context) -> Result:
+        from recursa.subcalls import SubCalls  # the handler for llm_query & co.
+
+        tree, limits = self.tree, self.tree.config.limits
+        self.run_span = tree.tracer.start(
+            "run",
+            "rlm" if self.depth == 0 else f"child rlm (depth {self.depth})",
+            self.parent_span,
+            question=clip(question, 4000),
+            depth=self.depth,
+            model=self.lm.name,
+            sub_model=tree.sub_lm.name,
+            context={
+                "kind": context.kind,
+                "chars": context.total_chars,
+                "parts": len(context.parts),
+            },
+            warnings=list(context.warnings),
+        )
+        sandbox = tree.config.sandbox_factory(tree.config.sandbox_config, SubCalls(self).handle)
+        answer, stop, detail = "", StopReason.ERROR, ""
+        failure: BaseException | None = None
+        try:
+            await sandbox.start()
+            await sandbox.load_context(context.value, alias_parts=context.multi)
+            answer, stop, detail = await self._loop(question, context, sandbox)
+        except BudgetExhausted as exc:
+            answer, stop, detail = self.state.candidate, exc.reason, exc.detail
+        except asyncio.CancelledError:
+            answer, stop, detail = self.state.candidate, StopReason.CANCELLED, "cancelled"
+            raise
+        except RecursaError as exc:
+            answer, stop, detail = self.state.candidate, StopReason.ERROR, str(exc)
+            failure = exc
+        finally:
+            await asyncio.shield(sandbox.shutdown())
+            tree.tracer.end(
+                self.run_span,
+                error=detail if stop in (StopReason.ERROR, StopReason.CANCELLED) else None,
+                answer=clip(answer, 20_000),
+                stop_reason=stop.value,
+                detail=detail,
+                iterations=self.state.iterations,
+                usage=tree.budget.usage.to_dict(),
+            )
+        result = self._result(answer, stop, detail)
+        if failure is not None:
+            failure.result = result  # type: ignore[attr-defined]  # nothing is lost
+            raise failure
+        if stop is not StopReason.FINAL and limits.raise_on_limit and self.depth == 0:
+            raise LimitExceeded(stop, result, detail)
+        return result
+
+    def _result(self, answer: str, stop: StopReason, detail: str) -> Result:
+        b = self.tree.budget
+        return Result(
+            answer=answer,
+            stop_reason=stop,
+            iterations=self.state.iterations,
+            usage=b.usage,
+            usage_by_model=dict(b.by_model),
+            usage_by_depth=dict(b.by_depth),
+            wall_time_s=(self.run_span.duration_s or 0.0) if self.run_span else 0.0,
+            run_id=self.tree.run_id,
+            detail=detail,
+            spans=tuple(self.tree.tracer.finished),
+        )
+
+    async def _loop(
+        self, question: str, context: Context, sandbox: Sandbox
+    ) -> tuple[str, StopReason, str]:
+        cfg, st, budget = self.tree.config, self.state, self.tree.budget
+        messages = [
+            Message.system(
+                self.profile.system(
+                    context_hint=f"a {context.python_type} of {context.total_chars:,} characters",
+                    sub_calls=cfg.sub_calls,
+                    sub_chars=cfg.sub_prompt_chars,
+                )
+            ),
+            Message.user(self.profile.first_turn(question=question, metadata=context.describe())),
+        ]
+        while st.iterations < cfg.limits.max_iterations:
+            budget.check()
+            st.iterations += 1
+            step = await self._iteration(messages, sandbox, st.iterations)
+            if step.final is not None:
+                return step.final, StopReason.FINAL, ""
+            messages.append(Message.user(step.feedback))
+            if st.consecutive_errors >= cfg.limits.max_consecutive_errors:
+                return (
+                    st.candidate,
+                    StopReason.MAX_CONSECUTIVE_ERRORS,
+                    (f"{st.consecutive_errors} iterations in a row without working code"),
+                )
+        detail = f"max_iterations={cfg.limits.max_iterations} reached"
+        if cfg.limits.final_answer_turn:
+            messages.append(Message.user(self.profile.final_turn))
+            try:
+                step = await self._iteration(messages, sandbox, st.iterations + 1, last_turn=True)
+            except BudgetExhausted as exc:  # no budget left for the extra turn: say so
+                return st.candidate, StopReason.MAX_ITERATIONS, f"{detail}; {exc.detail}"
+            if step.final is not None:
+                st.candidate = step.final
+        return st.candidate, StopReason.MAX_ITERATIONS, detail
+
+    async def _iteration(
+        self, messages: list[Message], sandbox: Sandbox, index: int, *, last_turn: bool = False
+    ) -> _Step:
+        tracer = self.tree.tracer
+        span = tracer.start(
+            "iteration",
+            f"iteration {index}",
+            self.run_span,
+            index=index,
+            depth=self.depth,
+            last_turn=last_turn,
+        )
+        try:
+            completion = await self.tree.gate.complete(
+                self.lm,
+                messages,
+                self.tree.config.root_settings,
+                role="root",
+                depth=self.depth,
+                parent=span,
+            )
+            messages.append(Message.assistant(completion.text))
+            step = await self._step(completion.text, sandbox, span, last_turn=last_turn)
+        except BaseException as exc:
+            tracer.end(span, error=f"{type(exc).__name__}: {exc}")
+            raise
+        tracer.end(span, final=step.final is not None)
+        return step
+
+    # ---- one reply -----------------------------------------------------------------------------
+    async def _step(self, text: str, sandbox: Sandbox, span: Span, *, last_turn: bool) -> _Step:
+        st, profile = self.state, self.profile
+        blocks = find_code_blocks(text)
+        bare = find_final(text)
+        prose = strip_code_blocks(text).strip()
+        if prose and not bare:
+            st.candidate = prose[:4000]
+        if not blocks:
+            if bare is None:
+                st.consecutive_errors += 1
+                return _Step(feedback=profile.no_code)
+            if profile.require_code_before_final and not st.code_ran and not last_turn:
+                st.candidate = bare.text()
+                st.consecutive_errors += 1
+                return _Step(feedback=profile.final_before_code)
+            return _Step(final=await self._resolve_bare(bare, sandbox))
+        outputs: list[str] = []
+        any_ok = False
+        repeated = True
+        for i, code in enumerate(blocks, start=1):
+            res = await self._cell(code, sandbox, span, i)
+            st.code_ran = True
+            any_ok = any_ok or res.ok
+            shown = self._format_cell(res, i, len(blocks))
+            out_hash, code_hash = _digest(shown), _digest(code.strip())
+            repeated = repeated and st.seen.get(code_hash) == out_hash
+            st.seen[code_hash] = out_hash
+            outputs.append(shown)
+            if res.final is not None:
+                return _Step(final=res.final)
+            if res.fatal:
+                await sandbox.restart()
+                break
+        st.consecutive_errors = 0 if any_ok else st.consecutive_errors + 1
+        if bare is not None:
+            name = bare.name()
+            value = await sandbox.get_var(name) if name else None
+            if value is not None or last_turn or not profile.require_code_before_final:
+                return _Step(final=value if value is not None else bare.text())
+            st.candidate = bare.text()
+            outputs.append(profile.final_unverified)
+        limit = self.tree.config.limits.max_output_chars
+        feedback = _truncate("\n\n".join(outputs), limit)
+        nudge = profile.repeated_code if repeated else profile.after_output
+        return _Step(feedback=f"{feedback}\n\n{nudge}")
+
+    async def _resolve_bare(self, bare, sandbox: Sandbox) -> str:
+        """A FINAL written outside code: a REPL variable's value if it names one, else its text."""
+        name = bare.name()
+        if name and self.state.code_ran:
+            value = await sandbox.get_var(name)
+            if value is not None:
+                return value
+        return bare.text()
+
+    async def _cell(self, code: str, sandbox: Sandbox, parent: Span, index: int) -> CellResult:
+        limits, budget, tracer = self.tree.config.limits, self.tree.budget, self.tree.tracer
+        deadline = None if limits.timeout_s is None else budget.started + limits.timeout_s
+        self.cell_span = tracer.start(
+            "cell", f"cell {index}", parent, code=code, depth=self.depth, index=index
+        )
+        try:
+            res = await sandbox.execute(code, timeout_s=limits.cell_timeout_s, deadline=deadline)
+        except BaseException as exc:
+            tracer.end(self.cell_span, error=f"{type(exc).__name__}: {exc}")
+            raise
+        tracer.end(
+            self.cell_span,
+            error=res.error.splitlines()[-1][:500] if res.error else None,
+            stdout=clip(res.stdout, limits.max_output_chars),
+            traceback=clip(res.error or "", 8000) or None,
+            final=res.final,
+            fatal=res.fatal,
+            fatal_reason=res.fatal_reason,
+            elapsed_s=res.elapsed_s,
+            output_cut_chars=res.output_cut_chars,
+        )
+        return res
+
+    def _format_cell(self, res: CellResult, index: int, total: int) -> str:
+        parts = [f"[output of block {index} of {total}]"] if total > 1 else []
+        if res.stdout:
+            parts.append(res.stdout.rstrip("\n"))
+            if res.output_cut_chars:
+                parts.append(f"[... {res.output_cut_chars:,} more characters were printed and cut]")
+        if res.fatal:
+            parts.append(
+                f"The REPL process died ({res.error}). It was restarted: every variable you made "
+                "is lost; `context` is loaded again."
+            )
+        elif res.error:
+            parts.append(f"Error:\n{res.error}")
+        if not res.stdout and not res.error and not res.fatal:
+            parts.append("(the code ran and printed nothing)")
+        return "\n".join(parts)

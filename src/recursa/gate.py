@@ -1,0 +1,104 @@
+"""The one door every LM call of a run goes through.
+
+:class:`LMGate` bounds concurrency across the whole tree, reserves each call against the shared
+:class:`~recursa.limits.Budget` before it is sent, stops it when the run's wall clock runs out,
+prices and charges its usage, and records an ``lm_call`` span. Root turns, sub-calls and child
+runs all use the same gate, so nothing is counted twice and nothing escapes the limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from recursa.limits import Budget, BudgetExhausted
+from recursa.lm.base import LM
+from recursa.trace.spans import Span, Tracer
+from recursa.types import Completion, LMSettings, Message, StopReason
+
+__all__ = ["LMGate"]
+
+# How much of each prompt and response a span keeps (the trace is for reading, not replaying).
+SPAN_TEXT_CHARS = 20_000
+
+
+def clip(text: str, limit: int = SPAN_TEXT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return (
+        text[: limit // 2]
+        + f"\n[... {len(text) - limit:,} characters cut ...]\n"
+        + text[-limit // 2 :]
+    )
+
+
+class LMGate:
+    """Concurrency limit + budget + deadline + pricing + tracing for LM calls."""
+
+    def __init__(self, budget: Budget, tracer: Tracer, max_concurrency: int) -> None:
+        self.budget = budget
+        self.tracer = tracer
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self.in_flight = 0
+
+    async def _send(
+        self, lm: LM, messages: Sequence[Message], settings: LMSettings | None
+    ) -> Completion:
+        """The call itself; the place to layer caching or journaling."""
+        return await lm.complete(messages, settings)
+
+    async def complete(
+        self,
+        lm: LM,
+        messages: Sequence[Message],
+        settings: LMSettings | None = None,
+        *,
+        role: str,
+        depth: int,
+        parent: Span | None,
+    ) -> Completion:
+        """Make one call. Raises :class:`BudgetExhausted` when the tree may not make it."""
+        prompt_chars = sum(len(m.content) for m in messages)
+        async with self._sem:
+            self.budget.reserve_call(prompt_chars)
+            last = messages[-1].content if messages else ""
+            span = self.tracer.start(
+                "lm_call",
+                lm.name,
+                parent,
+                model=lm.name,
+                role=role,
+                depth=depth,
+                prompt=clip(last),
+                prompt_chars=prompt_chars,
+                n_messages=len(messages),
+            )
+            self.in_flight += 1
+            try:
+                async with asyncio.timeout(self.budget.remaining_time()):
+                    completion = await self._send(lm, messages, settings)
+            except TimeoutError:
+                err = BudgetExhausted(
+                    StopReason.TIMEOUT,
+                    f"timeout of {self.budget.limits.timeout_s:g}s reached during an LM call",
+                )
+                if self.budget.exhausted is None:
+                    self.budget.exhausted = err
+                self.tracer.end(span, error=str(err))
+                raise self.budget.exhausted from None
+            except BaseException as exc:
+                self.tracer.end(span, error=f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                self.in_flight -= 1
+            priced = self.budget.charge(lm.name, depth, completion.usage)
+            self.tracer.end(
+                span,
+                response=clip(completion.text),
+                finish_reason=completion.finish_reason,
+                input_tokens=priced.input_tokens,
+                output_tokens=priced.output_tokens,
+                cached_tokens=priced.cached_tokens,
+                cost_usd=priced.cost_usd if not priced.unpriced_calls else None,
+            )
+            return completion

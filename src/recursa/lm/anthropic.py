@@ -1,0 +1,124 @@
+"""Anthropic's Messages API over plain HTTP (the ``anthropic`` package is not needed).
+
+The RLM conversation is append-only, so each call marks its last message with
+``cache_control`` and Anthropic's prompt cache serves everything before it on the next turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from recursa.errors import LMResponseError
+from recursa.lm._http import HTTPBackend, RetryPolicy, post_json
+from recursa.types import Completion, LMSettings, Message, Usage
+
+__all__ = ["AnthropicLM"]
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 8192
+
+
+class AnthropicLM(HTTPBackend):
+    """A Claude model behind ``POST {base_url}/v1/messages``."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str = ANTHROPIC_BASE_URL,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+        prompt_cache: bool = True,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        self.model = model
+        self.name = f"anthropic:{model}"
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.prompt_cache = prompt_cache
+        self.default_max_tokens = default_max_tokens
+        super().__init__(client)
+
+    def _payload(self, messages: Sequence[Message], s: LMSettings) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        turns: list[dict[str, Any]] = []
+        for m in messages:
+            if m.role == "system":
+                continue
+            # The API rejects two consecutive turns of one role; merge them.
+            if turns and turns[-1]["role"] == m.role:
+                turns[-1]["content"][0]["text"] += "\n\n" + m.content
+            else:
+                turns.append({"role": m.role, "content": [{"type": "text", "text": m.content}]})
+        if self.prompt_cache and turns:
+            turns[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": turns,
+            "max_tokens": s.max_output_tokens or self.default_max_tokens,
+        }
+        if system:
+            payload["system"] = system
+        if s.temperature is not None:
+            payload["temperature"] = s.temperature
+        if s.stop:
+            payload["stop_sequences"] = list(s.stop)
+        return payload
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        s = settings or LMSettings()
+        headers = {
+            "content-type": "application/json",
+            "x-api-key": self.api_key,
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
+        data = await post_json(
+            self._http(),
+            f"{self.base_url}/v1/messages",
+            payload=self._payload(messages, s),
+            headers=headers,
+            timeout_s=s.timeout_s or self.timeout_s,
+            model=self.name,
+            policy=self.retry,
+        )
+        return self._parse(data)
+
+    def _parse(self, data: dict[str, Any]) -> Completion:
+        content = data.get("content")
+        if not isinstance(content, list):
+            raise LMResponseError(
+                f"{self.name}: the response has no content list: {str(data)[:300]}",
+                model=self.name,
+            )
+        text = "".join(
+            block.get("text", "")
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        raw = data.get("usage") or {}
+        cache_read = int(raw.get("cache_read_input_tokens") or 0)
+        cache_write = int(raw.get("cache_creation_input_tokens") or 0)
+        # Anthropic reports cached and cache-creation tokens apart from input_tokens; recursa's
+        # input_tokens is the whole prompt, with the cache hits reported as cached_tokens.
+        usage = Usage(
+            input_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
+            output_tokens=int(raw.get("output_tokens") or 0),
+            cached_tokens=cache_read,
+            calls=1,
+        )
+        return Completion(
+            text=text,
+            usage=usage,
+            model=str(data.get("model") or self.model),
+            finish_reason=data.get("stop_reason"),
+        )

@@ -1,0 +1,60 @@
+"""The LM seam: one async method, ``complete(messages, settings) -> Completion``.
+
+Backends own their transport, retries, timeouts and usage extraction. The engine only ever calls
+:meth:`LM.complete` and :meth:`LM.aclose`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from recursa.types import Completion, LMSettings, Message
+
+__all__ = ["LM", "BaseLM", "ProviderOptions"]
+
+
+@runtime_checkable
+class LM(Protocol):
+    """A language model. ``name`` is its ``provider:model`` string (used for prices and traces)."""
+
+    name: str
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """What a provider factory may need besides the model name.
+
+    ``None`` fields mean "use the provider's default, possibly from its environment variable";
+    only the registry reads the environment.
+    """
+
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BaseLM:
+    """Convenience base: a name, a no-op ``aclose`` and a readable ``repr``."""
+
+    name: str = "base"
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

@@ -1,0 +1,115 @@
+"""Any OpenAI-compatible Chat Completions endpoint: OpenAI, vLLM, llama.cpp server, OpenRouter,
+Ollama's ``/v1``. Spoken over plain HTTP with httpx; the ``openai`` package is not needed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from recursa.errors import LMResponseError
+from recursa.lm._http import HTTPBackend, RetryPolicy, post_json
+from recursa.types import Completion, LMSettings, Message, Usage
+
+__all__ = ["OpenAIChatLM"]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIChatLM(HTTPBackend):
+    """A model behind ``POST {base_url}/chat/completions``.
+
+    Args:
+        model: the model name the server knows (``gpt-5-mini``, ``Qwen/Qwen2.5-7B-Instruct``).
+        base_url: the API root, ending in ``/v1`` for most servers.
+        api_key: sent as a bearer token when given (local servers usually need none).
+        provider: the prefix used in :attr:`name` (``openai`` or ``ollama``), for prices and traces.
+        timeout_s: per-call timeout; ``LMSettings.timeout_s`` overrides it per call.
+        retry: retry policy for 429/5xx/timeouts.
+        client: an ``httpx.AsyncClient`` to use (and not close); tests pass one with a transport.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = OPENAI_BASE_URL,
+        api_key: str | None = None,
+        provider: str = "openai",
+        timeout_s: float = 600.0,
+        retry: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.name = f"{provider}:{model}"
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.extra_body = dict(extra_body or {})
+        super().__init__(client)
+
+    def _payload(self, messages: Sequence[Message], s: LMSettings) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.to_dict() for m in messages],
+        }
+        if s.temperature is not None:
+            payload["temperature"] = s.temperature
+        if s.max_output_tokens is not None:
+            # api.openai.com wants the newer name; most compatible servers only know the old one.
+            key = "max_completion_tokens" if "api.openai.com" in self.base_url else "max_tokens"
+            payload[key] = s.max_output_tokens
+        if s.stop:
+            payload["stop"] = list(s.stop)
+        if s.seed is not None:
+            payload["seed"] = s.seed
+        payload.update(self.extra_body)
+        return payload
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        s = settings or LMSettings()
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        data = await post_json(
+            self._http(),
+            f"{self.base_url}/chat/completions",
+            payload=self._payload(messages, s),
+            headers=headers,
+            timeout_s=s.timeout_s or self.timeout_s,
+            model=self.name,
+            policy=self.retry,
+        )
+        return self._parse(data)
+
+    def _parse(self, data: dict[str, Any]) -> Completion:
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+            text = message.get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise LMResponseError(
+                f"{self.name}: the response has no choices[0].message: {str(data)[:300]}",
+                model=self.name,
+            ) from exc
+        if not isinstance(text, str):  # some servers return content parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        raw = data.get("usage") or {}
+        details = raw.get("prompt_tokens_details") or {}
+        usage = Usage(
+            input_tokens=int(raw.get("prompt_tokens") or 0),
+            output_tokens=int(raw.get("completion_tokens") or 0),
+            cached_tokens=int(details.get("cached_tokens") or 0),
+            calls=1,
+        )
+        return Completion(
+            text=text,
+            usage=usage,
+            model=str(data.get("model") or self.model),
+            finish_reason=choice.get("finish_reason"),
+        )

@@ -1,0 +1,190 @@
+"""One registry from ``provider:model`` strings to LM backends.
+
+Built in: ``openai:``, ``ollama:``, ``anthropic:``, ``litellm:``, ``scripted:FILE``. Other packages
+add providers with :func:`register_provider` or the ``recursa.providers`` entry-point group
+(each entry point names a factory ``(model, options, env) -> LM``).
+
+This module and the CLI are the only places that read provider environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from recursa.errors import ConfigError, MissingAPIKeyError, UnknownProviderError
+from recursa.lm._http import RetryPolicy
+from recursa.lm.base import LM, ProviderOptions
+
+__all__ = [
+    "ProviderFactory",
+    "available_providers",
+    "parse_model",
+    "register_provider",
+    "resolve_model",
+]
+
+ProviderFactory = Callable[[str, ProviderOptions, Mapping[str, str]], LM]
+
+_PROVIDERS: dict[str, ProviderFactory] = {}
+_ENTRY_POINTS_LOADED = False
+
+# Bare model names that unambiguously belong to one provider.
+_INFER: tuple[tuple[str, str], ...] = (
+    ("gpt-", "openai"),
+    ("chatgpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("claude-", "anthropic"),
+)
+
+
+def register_provider(name: str, factory: ProviderFactory, *, replace: bool = False) -> None:
+    """Make ``name:model`` strings resolve through ``factory``."""
+    if not replace and name in _PROVIDERS:
+        raise ConfigError(f"provider {name!r} is already registered")
+    _PROVIDERS[name] = factory
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in entry_points(group="recursa.providers"):
+        if ep.name not in _PROVIDERS:
+            _PROVIDERS[ep.name] = ep.load()
+
+
+def available_providers() -> list[str]:
+    _load_entry_points()
+    return sorted(_PROVIDERS)
+
+
+def parse_model(spec: str) -> tuple[str, str]:
+    """Split ``provider:model``; infer the provider for well-known bare names."""
+    spec = spec.strip()
+    if not spec:
+        raise ConfigError("empty model name: pass provider:model, e.g. openai:gpt-5-mini")
+    provider, sep, model = spec.partition(":")
+    if sep:
+        return provider.lower(), model
+    if spec in _PROVIDERS or spec == "local":
+        return spec, ""
+    for prefix, prov in _INFER:
+        if spec.startswith(prefix):
+            return prov, spec
+    raise UnknownProviderError(
+        f"cannot tell which provider serves {spec!r}: write provider:model "
+        f"(providers: {', '.join(available_providers())})"
+    )
+
+
+def resolve_model(
+    spec: str | LM,
+    options: ProviderOptions | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LM:
+    """An LM for ``spec`` (an LM instance is returned as it is)."""
+    if not isinstance(spec, str):
+        return spec
+    _load_entry_points()
+    provider, model = parse_model(spec)
+    factory = _PROVIDERS.get(provider)
+    if factory is None:
+        raise UnknownProviderError(
+            f"unknown provider {provider!r} in {spec!r}; known: {', '.join(available_providers())}"
+        )
+    return factory(model, options or ProviderOptions(), os.environ if env is None else env)
+
+
+# ---- built-in providers ---------------------------------------------------------------------
+
+
+def _retry(options: ProviderOptions) -> RetryPolicy:
+    return RetryPolicy() if options.max_retries is None else RetryPolicy(options.max_retries)
+
+
+def _need_model(provider: str, model: str) -> str:
+    if not model:
+        raise ConfigError(f"{provider}: name a model, e.g. {provider}:MODEL")
+    return model
+
+
+def _openai(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    from recursa.lm.openai import OPENAI_BASE_URL, OpenAIChatLM
+
+    base_url = options.base_url or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+    api_key = options.api_key or env.get("OPENAI_API_KEY")
+    # Self-hosted compatible servers (vLLM, llama.cpp) usually need no key; OpenAI itself does.
+    if not api_key and base_url.rstrip("/") == OPENAI_BASE_URL:
+        raise MissingAPIKeyError("openai", "OPENAI_API_KEY")
+    kwargs: dict[str, Any] = {"base_url": base_url, "api_key": api_key, "retry": _retry(options)}
+    if options.timeout_s:
+        kwargs["timeout_s"] = options.timeout_s
+    return OpenAIChatLM(_need_model("openai", model), **kwargs, **options.extra)
+
+
+def _ollama(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    from recursa.lm.openai import OpenAIChatLM
+
+    host = options.base_url or env.get("OLLAMA_HOST") or "http://localhost:11434"
+    if not host.startswith(("http://", "https://")):
+        host = f"http://{host}"
+    base_url = host.rstrip("/")
+    if not base_url.endswith("/v1"):
+        base_url += "/v1"
+    kwargs: dict[str, Any] = {"base_url": base_url, "provider": "ollama", "retry": _retry(options)}
+    if options.timeout_s:
+        kwargs["timeout_s"] = options.timeout_s
+    return OpenAIChatLM(_need_model("ollama", model), **kwargs, **options.extra)
+
+
+def _anthropic(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    from recursa.lm.anthropic import ANTHROPIC_BASE_URL, AnthropicLM
+
+    api_key = options.api_key or env.get("ANTHROPIC_API_KEY")
+    if not api_key:
+        raise MissingAPIKeyError("anthropic", "ANTHROPIC_API_KEY")
+    base_url = options.base_url or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
+    kwargs: dict[str, Any] = {"base_url": base_url, "api_key": api_key, "retry": _retry(options)}
+    if options.timeout_s:
+        kwargs["timeout_s"] = options.timeout_s
+    return AnthropicLM(_need_model("anthropic", model), **kwargs, **options.extra)
+
+
+def _litellm(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    from recursa.lm.litellm import LiteLLM
+
+    kwargs: dict[str, Any] = dict(options.extra)
+    if options.timeout_s:
+        kwargs["timeout_s"] = options.timeout_s
+    if options.max_retries is not None:
+        kwargs["max_retries"] = options.max_retries
+    return LiteLLM(
+        _need_model("litellm", model),
+        api_base=options.base_url,
+        api_key=options.api_key,
+        **kwargs,
+    )
+
+
+def _scripted(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    from recursa.lm.scripted import ScriptedLM
+
+    if not model:
+        raise ConfigError("scripted: name a script file, e.g. --model scripted:script.json")
+    return ScriptedLM.from_file(model)
+
+
+for _name, _factory in (
+    ("openai", _openai),
+    ("ollama", _ollama),
+    ("anthropic", _anthropic),
+    ("litellm", _litellm),
+    ("scripted", _scripted),
+):
+    register_provider(_name, _factory)

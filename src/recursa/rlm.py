@@ -1,0 +1,199 @@
+"""``RLM``: the public entry point. An async core (:meth:`RLM.arun`) with a thin sync facade."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import secrets
+import time
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from recursa.context import Context, ContextSource, load_context
+from recursa.engine import Engine, EngineConfig, SandboxFactory, Tree
+from recursa.errors import ConfigError
+from recursa.gate import LMGate
+from recursa.limits import Budget, Limits
+from recursa.lm.base import LM, ProviderOptions
+from recursa.lm.registry import resolve_model
+from recursa.pricing import PriceTable
+from recursa.prompts import PROFILES, PromptProfile
+from recursa.sandbox import sandbox_factory
+from recursa.sandbox.base import SandboxConfig
+from recursa.trace.jsonl import JSONLWriter
+from recursa.trace.spans import TraceProcessor, Tracer
+from recursa.types import LMSettings, Result
+
+__all__ = ["DEFAULT_MODEL", "RLM", "default_model_spec", "new_run_id"]
+
+T = TypeVar("T")
+
+# The model used when none is named and RECURSA_MODEL is unset: the embedded local model.
+DEFAULT_MODEL = "local"
+
+
+def default_model_spec(env: Mapping[str, str] | None = None) -> str:
+    """``RECURSA_MODEL`` if set, else the embedded local model."""
+    env = os.environ if env is None else env
+    return env.get("RECURSA_MODEL") or DEFAULT_MODEL
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough: ``20261123-142501-9f3a1c``."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from sync code, even when a loop is already running
+    (Jupyter): then it runs on a fresh loop in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recursa") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class RLM:
+    """A Recursive Language Model: answers questions over contexts far larger than a prompt.
+
+    Args:
+        model: root model, as ``provider:model`` or an :class:`~recursa.lm.base.LM`. Default:
+            ``RECURSA_MODEL``, else the embedded local model.
+        sub_model: model for ``llm_query`` and child RLMs (default: the root model).
+        limits: bounds for the run (iterations, depth, calls, tokens, cost, time...).
+        base_url, api_key: passed to the providers that take them (else their env variables).
+        sandbox: isolation tier for model code (``"process"`` by default).
+        sandbox_config: resource limits for the sandbox.
+        trusted: run model code inside this process, with no isolation. Only for code you trust.
+        prompt_profile: ``"standard"``, ``"strict"``, a :class:`PromptProfile`, or ``None`` to
+            choose from the root model's name.
+        prices: the price table (default: built-in list prices).
+        temperature, max_output_tokens: sampling for root and sub-calls.
+        sub_calls: allow ``llm_query``/``rlm_query`` (``False``: the REPL alone).
+        models: extra models ``llm_query(prompt, model=...)`` may pick by name.
+        processors: trace processors that see every span of every run.
+        call_timeout_s, max_retries: per-call HTTP timeout and retry count.
+    """
+
+    def __init__(
+        self,
+        model: str | LM | None = None,
+        sub_model: str | LM | None = None,
+        *,
+        limits: Limits | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        sandbox: str | SandboxFactory = "process",
+        sandbox_config: SandboxConfig | None = None,
+        trusted: bool = False,
+        prompt_profile: str | PromptProfile | None = None,
+        prices: PriceTable | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        sub_calls: bool = True,
+        models: Iterable[str | LM] = (),
+        processors: Sequence[TraceProcessor] = (),
+        call_timeout_s: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        options = ProviderOptions(
+            base_url=base_url, api_key=api_key, timeout_s=call_timeout_s, max_retries=max_retries
+        )
+        self._owned: list[LM] = []
+        self.root_lm = self._resolve(model if model is not None else default_model_spec(), options)
+        self.sub_lm = self.root_lm if sub_model is None else self._resolve(sub_model, options)
+        extra = [self._resolve(m, options) for m in models]
+        self.models: dict[str, LM] = {}
+        for lm in (self.root_lm, self.sub_lm, *extra):
+            self.models[lm.name] = lm
+            self.models.setdefault(lm.name.partition(":")[2] or lm.name, lm)
+        self.limits = limits or Limits()
+        if isinstance(prompt_profile, str):
+            if prompt_profile not in PROFILES:
+                raise ConfigError(
+                    f"unknown prompt profile {prompt_profile!r}; choose one of: "
+                    f"{', '.join(PROFILES)}"
+                )
+            prompt_profile = PROFILES[prompt_profile]
+        factory = sandbox if callable(sandbox) else sandbox_factory(sandbox, trusted=trusted)
+        settings = LMSettings(temperature=temperature, max_output_tokens=max_output_tokens)
+        self.config = EngineConfig(
+            limits=self.limits,
+            sandbox_factory=factory,
+            sandbox_config=sandbox_config or SandboxConfig(),
+            profile=prompt_profile,
+            sub_calls=sub_calls,
+            root_settings=settings,
+            sub_settings=settings,
+        )
+        self.prices = prices or PriceTable()
+        self.processors = list(processors)
+
+    def _resolve(self, spec: str | LM, options: ProviderOptions) -> LM:
+        lm = resolve_model(spec, options)
+        if isinstance(spec, str):
+            self._owned.append(lm)
+        return lm
+
+    async def arun(
+        self,
+        question: str,
+        context: ContextSource | Context | None = None,
+        *more: ContextSource,
+        trace: str | Path | None = None,
+        run_id: str | None = None,
+        processors: Sequence[TraceProcessor] = (),
+    ) -> Result:
+        """Answer ``question`` over ``context`` (several sources make a list context)."""
+        if not question or not question.strip():
+            raise ConfigError("the question is empty: say what you want to know")
+        if context is None:
+            raise ConfigError("no context given: pass text, a Path to a file or a folder")
+        ctx = context if isinstance(context, Context) and not more else load_context(context, *more)
+        run_id = run_id or new_run_id()
+        writer = JSONLWriter(trace, run_id=run_id) if trace is not None else None
+        tracer = Tracer([*self.processors, *processors], run_id=run_id)
+        if writer is not None:
+            tracer.add_processor(writer)
+        budget = Budget(self.limits, self.prices)
+        tree = Tree(
+            root_lm=self.root_lm,
+            sub_lm=self.sub_lm,
+            models=self.models,
+            config=self.config,
+            budget=budget,
+            tracer=tracer,
+            gate=LMGate(budget, tracer, self.limits.max_concurrency),
+            run_id=run_id,
+        )
+        try:
+            result = await Engine(tree, depth=0, lm=self.root_lm).run(question, ctx)
+        finally:
+            if writer is not None:
+                writer.close()
+            await self.aclose()
+        if writer is not None:
+            object.__setattr__(result, "trace_path", writer.path)
+        return result
+
+    def run(
+        self,
+        question: str,
+        context: ContextSource | Context | None = None,
+        *more: ContextSource,
+        trace: str | Path | None = None,
+        run_id: str | None = None,
+        processors: Sequence[TraceProcessor] = (),
+    ) -> Result:
+        """Blocking :meth:`arun`."""
+        return _run_sync(
+            self.arun(question, context, *more, trace=trace, run_id=run_id, processors=processors)
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the models this RLM created (they reopen on next use)."""
+        for lm in self._owned:
+            await lm.aclose()

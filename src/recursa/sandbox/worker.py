@@ -1,0 +1,463 @@
+"""The REPL server that runs inside every sandbox. Standard library only, one file, no recursa
+imports: it is started as ``python -I worker.py`` and must also run unchanged inside other
+isolation tiers (WebAssembly, containers).
+
+Protocol: each frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON
+(an object with a ``type``). Never pickle: the host must be able to check every message.
+
+    host -> worker: init, exec, set_var, load_var, get_var, response, shutdown
+    worker -> host: ready, result, call, var
+
+The worker keeps the protocol on private duplicates of fds 0 and 1; fd 0 becomes /dev/null and
+fd 1 is pointed at fd 2 (a pipe the host drains), so nothing model code writes to the raw file
+descriptors can forge a frame. Python-level output (print, sys.stdout, sys.stderr) is captured
+per cell with a cap.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import itertools
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import traceback
+
+_HEADER = struct.Struct(">I")
+_REPL_FILENAME = "<repl>"
+# Names the model's code gets; restored after every cell if the code overwrote them.
+_BUILTIN_NAMES = (
+    "llm_query",
+    "llm_query_batched",
+    "rlm_query",
+    "rlm_query_batched",
+    "FINAL",
+    "FINAL_VAR",
+    "SHOW_VARS",
+)
+
+
+class LLMQueryError(RuntimeError):
+    """A sub-call failed; the message says why."""
+
+
+class BudgetExhaustedError(RuntimeError):
+    """The run's budget (calls, tokens, cost or time) is used up: no more sub-calls."""
+
+
+# ---- output capture ---------------------------------------------------------------------------
+
+
+class CappedWriter(io.TextIOBase):
+    """A text stream that keeps the first ``cap`` characters and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.parts: list[str] = []
+        self.kept = 0
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s) -> int:  # type: ignore[override]
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        with self._lock:
+            self.total += len(s)
+            room = self.cap - self.kept
+            if room > 0:
+                piece = s[:room]
+                self.parts.append(piece)
+                self.kept += len(piece)
+        return len(s)
+
+    def flush(self) -> None:
+        return None
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+# ---- the REPL -------------------------------------------------------------------------------
+
+
+def _describe(value) -> str:
+    """A one-line summary of a variable for SHOW_VARS."""
+    kind = type(value).__name__
+    try:
+        size = len(value)
+    except Exception:
+        return kind
+    return f"{kind}, len {size}"
+
+
+class Repl:
+    """A persistent namespace that runs cells and bridges sub-calls through ``call``.
+
+    ``call(fn, args)`` sends a request to the host and returns its value, or raises
+    :class:`LLMQueryError` / :class:`BudgetExhaustedError`.
+    """
+
+    def __init__(self, call, max_output_chars: int = 100_000) -> None:
+        self._call = call
+        self.max_output_chars = max_output_chars
+        self.namespace: dict = {"__name__": "__repl__", "__builtins__": __builtins__}
+        self.final: str | None = None
+        self._builtins = self._make_builtins()
+        self.namespace.update(self._builtins)
+
+    # -- functions the model's code calls --
+    def _make_builtins(self) -> dict:
+        call = self._call
+
+        def llm_query(prompt, model=None):
+            """Ask a language model one question; returns its answer as a string."""
+            return call("llm_query", {"prompt": str(prompt), "model": model})
+
+        def llm_query_batched(prompts, model=None):
+            """Ask many questions concurrently; answers come back in order. A failed item comes
+            back as a string starting with '[llm_query error' instead of failing the batch."""
+            items = [str(p) for p in prompts]
+            if not items:
+                return []
+            return call("llm_query_batched", {"prompts": items, "model": model})
+
+        def rlm_query(prompt, context=None):
+            """Start a child RLM (its own REPL, one level deeper) on `context`; returns its
+            answer. Past the depth limit it is a plain language-model call."""
+            return call("rlm_query", {"prompt": str(prompt), "context": _jsonable(context)})
+
+        def rlm_query_batched(prompts, contexts=None):
+            """Run several child RLMs concurrently; answers come back in order."""
+            items = [str(p) for p in prompts]
+            if contexts is None:
+                ctxs = [None] * len(items)
+            else:
+                ctxs = [_jsonable(c) for c in contexts]
+                if len(ctxs) != len(items):
+                    raise ValueError("rlm_query_batched: prompts and contexts differ in length")
+            if not items:
+                return []
+            return call("rlm_query_batched", {"prompts": items, "contexts": ctxs})
+
+        def FINAL(value):
+            """End the run with `value` as the answer."""
+            self.final = value if isinstance(value, str) else _to_text(value)
+
+        def FINAL_VAR(name):
+            """End the run with the variable named `name` as the answer."""
+            if isinstance(name, str):
+                if name not in self.namespace:
+                    raise NameError(f"FINAL_VAR: no variable named {name!r}")
+                value = self.namespace[name]
+            else:
+                value = name
+            self.final = value if isinstance(value, str) else _to_text(value)
+
+        def SHOW_VARS():
+            """Print and return the variables defined so far (name -> type and size)."""
+            found = {
+                k: _describe(v)
+                for k, v in self.namespace.items()
+                if not k.startswith("_") and k not in self._builtins
+            }
+            for k, v in found.items():
+                print(f"{k}: {v}")
+            return found
+
+        return {
+            "llm_query": llm_query,
+            "llm_query_batched": llm_query_batched,
+            "rlm_query": rlm_query,
+            "rlm_query_batched": rlm_query_batched,
+            "FINAL": FINAL,
+            "FINAL_VAR": FINAL_VAR,
+            "SHOW_VARS": SHOW_VARS,
+        }
+
+    def restore_builtins(self) -> None:
+        for name in _BUILTIN_NAMES:
+            if self.namespace.get(name) is not self._builtins[name]:
+                self.namespace[name] = self._builtins[name]
+
+    def set_var(self, name: str, value) -> None:
+        self.namespace[name] = value
+
+    def _compile(self, code: str):
+        """Compile like a notebook cell: a trailing expression's value is printed."""
+        tree = ast.parse(code, filename=_REPL_FILENAME, mode="exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        body = compile(tree, _REPL_FILENAME, "exec")
+        tail = compile(last, _REPL_FILENAME, "eval") if last is not None else None
+        return body, tail
+
+    def run_cell(self, code: str) -> dict:
+        """Run one cell; return stdout, error text and the final answer if one was given."""
+        self.final = None
+        out = CappedWriter(self.max_output_chars)
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = out
+        error = None
+        started = time.perf_counter()
+        try:
+            body, tail = self._compile(code)
+            exec(body, self.namespace)
+            if tail is not None:
+                value = eval(tail, self.namespace)
+                if value is not None:
+                    print(repr(value))
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt from model code too
+            error = _format_exception(exc)
+        finally:
+            sys.stdout, sys.stderr = saved
+        self.restore_builtins()
+        final = self.final
+        if final is None:
+            final = _answer_dict(self.namespace.get("answer"))
+        return {
+            "stdout": out.getvalue(),
+            "stdout_chars": out.total,
+            "error": error,
+            "final": final,
+            "elapsed": time.perf_counter() - started,
+        }
+
+
+def _jsonable(value):
+    """Contexts sent to child RLMs must survive JSON: str, numbers, lists, dicts of str keys."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(
+        f"rlm_query context must be str, list or dict (got {type(value).__name__}); "
+        "convert it first, e.g. with str()"
+    )
+
+
+def _to_text(value) -> str:
+    if isinstance(value, (list, dict, tuple)):
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def _answer_dict(answer) -> str | None:
+    if isinstance(answer, dict) and answer.get("ready") is True:
+        content = answer.get("content", "")
+        return content if isinstance(content, str) else _to_text(content)
+    return None
+
+
+def _format_exception(exc: BaseException) -> str:
+    """The traceback from the model's own code down, without the worker's frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != _REPL_FILENAME:
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    text = "".join(lines).rstrip()
+    # A SyntaxError has no <repl> frame; keep its useful caret lines.
+    return text if len(text) <= 8000 else text[:4000] + "\n...\n" + text[-4000:]
+
+
+# ---- framing and the main loop ----------------------------------------------------------------
+
+
+class FrameChannel:
+    """Blocking length-prefixed JSON frames over two file descriptors."""
+
+    def __init__(self, fd_in: int, fd_out: int) -> None:
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self.write_lock = threading.Lock()
+
+    def _read_exact(self, n: int) -> bytes:
+        chunks = []
+        while n:
+            chunk = os.read(self.fd_in, min(n, 1 << 20))
+            if not chunk:
+                raise EOFError("host closed the channel")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def recv(self) -> dict:
+        (size,) = _HEADER.unpack(self._read_exact(_HEADER.size))
+        return json.loads(self._read_exact(size))
+
+    def send(self, msg: dict) -> None:
+        # Lone surrogates (from undecodable input) become "?": the host only accepts valid UTF-8.
+        body = json.dumps(msg, ensure_ascii=False).encode("utf-8", errors="replace")
+        data = _HEADER.pack(len(body)) + body
+        with self.write_lock:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd_out, view)
+                view = view[written:]
+
+
+def _apply_rlimits(limits: dict) -> list[str]:
+    """Apply resource limits to this process; return the names of those that took."""
+    applied = []
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return applied
+    table = {
+        "address_space": "RLIMIT_AS",
+        "file_size": "RLIMIT_FSIZE",
+        "open_files": "RLIMIT_NOFILE",
+        "core": "RLIMIT_CORE",
+    }
+    for key, rname in table.items():
+        value = limits.get(key)
+        res = getattr(resource, rname, None)
+        if value is None or res is None:
+            continue
+        try:
+            _soft, hard = resource.getrlimit(res)
+            value = int(value)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(res, (value, value))
+            applied.append(key)
+        except (ValueError, OSError):
+            pass
+    return applied
+
+
+def _apply_hardening(options: dict, scratch: str) -> list[str]:
+    """Extra protections installed by stronger tiers (seccomp, Landlock). Stub-free: a tier
+    that wants them passes a module path in ``options['module']`` exposing ``apply(options)``
+    returning the names of the protections applied."""
+    module = options.get("module") if options else None
+    if not module:
+        return []
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_recursa_harden", module)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load hardening module {module}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return list(mod.apply(dict(options, scratch=scratch)))
+
+
+class Worker:
+    """Serves one host over a :class:`FrameChannel`."""
+
+    def __init__(self, channel: FrameChannel) -> None:
+        self.channel = channel
+        self._seq = itertools.count(1)
+        self._call_lock = threading.Lock()
+        self.repl: Repl | None = None
+        self._budget_gone = False
+
+    def call(self, fn: str, args: dict):
+        """Send a sub-call request to the host and block for its response."""
+        if self._budget_gone:
+            raise BudgetExhaustedError("the run's budget is used up; no more sub-calls")
+        with self._call_lock:
+            cid = next(self._seq)
+            self.channel.send({"type": "call", "id": cid, "fn": fn, "args": args})
+            msg = self.channel.recv()
+        if msg.get("type") != "response" or msg.get("id") != cid:
+            raise RuntimeError(f"protocol: expected response {cid}, got {msg.get('type')}")
+        if msg.get("ok"):
+            return msg.get("value")
+        if msg.get("kind") == "budget":
+            self._budget_gone = True
+            raise BudgetExhaustedError(msg.get("error") or "budget exhausted")
+        raise LLMQueryError(msg.get("error") or "sub-call failed")
+
+    def handle_init(self, msg: dict) -> dict:
+        scratch = msg.get("scratch") or os.getcwd()
+        os.chdir(scratch)
+        applied = _apply_rlimits(msg.get("rlimits") or {})
+        applied += _apply_hardening(msg.get("hardening") or {}, scratch)
+        self.repl = Repl(self.call, int(msg.get("max_output_chars") or 100_000))
+        return {
+            "type": "ready",
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "protections": applied,
+        }
+
+    def handle(self, msg: dict) -> dict | None:
+        kind = msg.get("type")
+        repl = self.repl
+        if kind == "init":
+            return self.handle_init(msg)
+        if repl is None:
+            raise RuntimeError("protocol: init must come first")
+        if kind == "exec":
+            self._budget_gone = False
+            result = repl.run_cell(str(msg.get("code", "")))
+            result.update(type="result", id=msg.get("id"))
+            return result
+        if kind == "set_var":
+            repl.set_var(str(msg["name"]), msg.get("value"))
+            return {"type": "var", "name": msg["name"], "found": True, "value": None}
+        if kind == "load_var":
+            value = _load_file(msg["path"], msg.get("format", "text"))
+            repl.set_var(str(msg["name"]), value)
+            if msg.get("alias_parts") and isinstance(value, list):
+                for i, part in enumerate(value):
+                    repl.set_var(f"{msg['name']}_{i}", part)
+            return {"type": "var", "name": msg["name"], "found": True, "value": None}
+        if kind == "get_var":
+            name = str(msg.get("name"))
+            found = name in repl.namespace
+            value = _to_text(repl.namespace[name]) if found else None
+            return {"type": "var", "name": name, "found": found, "value": value}
+        if kind == "shutdown":
+            raise SystemExit(0)
+        raise RuntimeError(f"protocol: unknown message type {kind!r}")
+
+    def serve(self) -> None:
+        while True:
+            try:
+                msg = self.channel.recv()
+            except EOFError:
+                return
+            reply = self.handle(msg)
+            if reply is not None:
+                self.channel.send(reply)
+
+
+def _load_file(path: str, fmt: str):
+    # surrogatepass round-trips any Python str the host wrote, lone surrogates included.
+    with open(path, encoding="utf-8", errors="surrogatepass") as f:
+        return json.load(f) if fmt == "json" else f.read()
+
+
+def main() -> None:
+    import faulthandler
+
+    faulthandler.enable()  # a segfault's Python traceback reaches the host's crash report
+    # Keep the protocol on private fds; make 0 harmless and send raw writes to 1 into fd 2.
+    fd_in, fd_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull)
+    Worker(FrameChannel(fd_in, fd_out)).serve()
+
+
+if __name__ == "__main__":
+    main()
