@@ -176,12 +176,14 @@ class Engine:
         self, question: str, context: Context, sandbox: Sandbox
     ) -> tuple[str, StopReason, str]:
         cfg, st, budget = self.tree.config, self.state, self.tree.budget
+        # A backend may say how much text one sub-call should read (small local models far less).
+        sub_chars = getattr(self.tree.sub_lm, "recommended_chunk_chars", None)
         messages = [
             Message.system(
                 self.profile.system(
                     context_hint=f"a {context.python_type} of {context.total_chars:,} characters",
                     sub_calls=cfg.sub_calls,
-                    sub_chars=cfg.sub_prompt_chars,
+                    sub_chars=sub_chars or cfg.sub_prompt_chars,
                 )
             ),
             Message.user(self.profile.first_turn(question=question, metadata=context.describe())),

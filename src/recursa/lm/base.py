@@ -44,9 +44,14 @@ class ProviderOptions:
 
 
 class BaseLM:
-    """Convenience base: a name, a no-op ``aclose`` and a readable ``repr``."""
+    """Convenience base: a name, a no-op ``aclose`` and a readable ``repr``.
+
+    A backend may also set ``recommended_chunk_chars``: how many characters one sub-call
+    prompt should carry. The engine tells the root model this figure when it plans chunks.
+    """
 
     name: str = "base"
+    recommended_chunk_chars: int | None = None
 
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None
