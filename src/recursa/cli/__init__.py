@@ -12,7 +12,7 @@ import importlib
 
 import typer
 
-from recursa.errors import ConfigError, RecursaError
+from recursa.errors import ConfigError, RecursaError, TraceError
 
 __all__ = ["app", "main"]
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _fail(exc.format_message(), exc.exit_code)
         return exc.exit_code
-    except ConfigError as exc:
+    except (ConfigError, TraceError) as exc:  # bad input or configuration
         return _fail(str(exc), 2)
     except RecursaError as exc:
         return _fail(str(exc), 1)

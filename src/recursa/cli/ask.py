@@ -153,7 +153,10 @@ def ask(
     err = Console(stderr=True, highlight=False)
     if not question.strip():
         raise ConfigError("the question is empty: say what you want to know")
-    sources = context_sources(context)
+    from recursa.context import load_context
+
+    # The user's input is checked before anything else (models, keys), so its errors come first.
+    ctx = load_context(*context_sources(context))
     limits = Limits(
         max_iterations=max_iterations,
         max_depth=max_depth,
@@ -176,9 +179,6 @@ def ask(
         temperature=temperature,
         sub_calls=not no_sub_calls,
     )
-    from recursa.context import load_context
-
-    ctx = load_context(*sources)
     if not quiet:
         for warning in ctx.warnings:
             err.print(f"[yellow]note:[/] {warning}")

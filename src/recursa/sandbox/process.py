@@ -390,12 +390,8 @@ class ProcessSandbox:
         get_task: asyncio.Task[Any] = asyncio.create_task(self._inbox.get())
         try:
             await self._send({"type": "exec", "id": cid, "code": code})
-            last = time.monotonic()
             while True:
                 now = time.monotonic()
-                if not inflight:  # only time not spent waiting on the host counts as compute
-                    compute_left -= now - last
-                last = now
                 waits = [math.inf if inflight else compute_left]
                 if deadline is not None:
                     waits.append(deadline - now)
@@ -405,6 +401,8 @@ class ProcessSandbox:
                     timeout=None if math.isinf(wait_s) else wait_s,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if not inflight:  # time spent waiting on the host's sub-calls is not compute
+                    compute_left -= time.monotonic() - now
                 if not done:
                     over_deadline = deadline is not None and time.monotonic() >= deadline
                     reason = "run_timeout" if over_deadline else "cell_timeout"
