@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recursa import RLM, Limits, ScriptedLM
@@ -36,3 +38,11 @@ def make_rlm(root, sub=None, **kwargs) -> RLM:
 def repl(code: str) -> str:
     """A root reply that runs ``code``."""
     return f"```repl\n{code}\n```"
+
+
+@pytest.fixture
+def doc(tmp_path: Path) -> Path:
+    """A text file with one fact (a launch date) in the middle."""
+    f = tmp_path / "doc.txt"
+    f.write_text("line\n" * 1000 + "The launch date is 2031-04-05.\n" + "line\n" * 1000)
+    return f

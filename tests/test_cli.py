@@ -18,13 +18,6 @@ def script(tmp_path: Path, replies: list[str], **extra) -> str:
     return f"scripted:{f}"
 
 
-@pytest.fixture
-def doc(tmp_path: Path) -> Path:
-    f = tmp_path / "doc.txt"
-    f.write_text("line\n" * 1000 + "The launch date is 2031-04-05.\n" + "line\n" * 1000)
-    return f
-
-
 FIND = "```repl\ni = context.find('launch date')\nprint(context[i:i+40])\n```"
 DONE = "```repl\nFINAL('2031-04-05')\n```"
 

@@ -9,10 +9,12 @@ until it returns ``FINAL(answer)``.
 >>> rlm.run("Which clients hit the rate limit most often?", Path("logs/")).answer  # doctest: +SKIP
 """
 
+from recursa.cache import CallCache
 from recursa.context import Context, load_context
 from recursa.errors import (
     ConfigError,
     ContextError,
+    JournalError,
     LimitExceeded,
     LMError,
     MissingAPIKeyError,
@@ -45,11 +47,13 @@ __all__ = [
     "LM",
     "RLM",
     "BaseLM",
+    "CallCache",
     "CellResult",
     "Completion",
     "ConfigError",
     "Context",
     "ContextError",
+    "JournalError",
     "LMError",
     "LMSettings",
     "LimitExceeded",

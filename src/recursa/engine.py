@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from recursa.context import Context
 from recursa.errors import LimitExceeded, RecursaError
@@ -23,6 +26,9 @@ from recursa.prompts import PromptProfile, profile_for
 from recursa.sandbox.base import CallHandler, Sandbox, SandboxConfig
 from recursa.trace.spans import Span, Tracer
 from recursa.types import CellResult, LMSettings, Message, Result, StopReason
+
+if TYPE_CHECKING:
+    from recursa.journal import Journal
 
 __all__ = ["Engine", "EngineConfig", "SandboxFactory", "Tree"]
 
@@ -55,6 +61,7 @@ class Tree:
     tracer: Tracer
     gate: LMGate
     run_id: str
+    journal: Journal | None = None
 
 
 @dataclass
@@ -93,11 +100,23 @@ def _truncate(text: str, limit: int) -> str:
 class Engine:
     """One RLM at one depth of the tree."""
 
-    def __init__(self, tree: Tree, *, depth: int, lm: LM, parent_span: Span | None = None):
+    def __init__(
+        self,
+        tree: Tree,
+        *,
+        depth: int,
+        lm: LM,
+        parent_span: Span | None = None,
+        path: str = "root",
+    ):
         self.tree = tree
         self.depth = depth
         self.lm = lm
         self.parent_span = parent_span
+        # Where this engine sits in the tree ("root", "root.1", "root.1.3"): stable from one
+        # run to its resumption, because children are numbered in the order they are created.
+        self.path = path
+        self.children = itertools.count(1)
         self.profile = tree.config.profile or profile_for(lm.name)
         self.state = _State()
         self.cell_span: Span | None = None  # parent for sub-call spans made by the running cell
@@ -170,6 +189,10 @@ class Engine:
             run_id=self.tree.run_id,
             detail=detail,
             spans=tuple(self.tree.tracer.finished),
+            warnings=tuple(b.warnings),
+            cache_hits=b.cache_hits,
+            saved_usd=b.saved_usd,
+            replayed_calls=b.replayed,
         )
 
     async def _loop(
@@ -308,8 +331,10 @@ class Engine:
         except BaseException as exc:
             tracer.end(self.cell_span, error=f"{type(exc).__name__}: {exc}")
             raise
+        diverged = self._journal_cell(code, res)
         tracer.end(
             self.cell_span,
+            replay_diverged=diverged,
             error=res.error.splitlines()[-1][:500] if res.error else None,
             stdout=clip(res.stdout, limits.max_output_chars),
             traceback=clip(res.error or "", 8000) or None,
@@ -320,6 +345,22 @@ class Engine:
             output_cut_chars=res.output_cut_chars,
         )
         return res
+
+    def _journal_cell(self, code: str, res: CellResult) -> bool:
+        """Record the cell (or check it against the journal when replaying); True if the
+        replayed cell printed something other than it did the first time."""
+        journal = self.tree.journal
+        if journal is None:
+            return False
+        try:
+            warning = journal.record_cell(self.path, code, res)
+        except sqlite3.Error as exc:
+            self.tree.budget.warnings.append(f"journaling stopped ({exc}); cannot be resumed")
+            self.tree.journal = None
+            return False
+        if warning:
+            self.tree.budget.warnings.append(warning)
+        return warning is not None
 
     def _format_cell(self, res: CellResult, index: int, total: int) -> str:
         parts = [f"[output of block {index} of {total}]"] if total > 1 else []

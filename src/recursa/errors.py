@@ -22,7 +22,8 @@
     │   └── ProtocolError        the worker broke the frame protocol (it is killed)
     ├── LimitExceeded            a limit stopped the run (only raised when asked for)
     ├── ScriptMismatch           a ScriptedLM was called in a way its script did not expect
-    └── TraceError               a trace file could not be read
+    ├── TraceError               a trace file could not be read
+    └── JournalError             a run journal is missing or damaged (other runs are unaffected)
 
 Errors are matched by class, never by message text. Each message says what to do next.
 """
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "ContextError",
+    "JournalError",
     "LMAuthError",
     "LMConnectionError",
     "LMError",
@@ -179,3 +181,7 @@ class TraceError(RecursaError):
     def __init__(self, message: str, *, path: Any = None) -> None:
         self.path = path
         super().__init__(message)
+
+
+class JournalError(RecursaError):
+    """A run journal is missing, damaged or of an unknown version. Other runs are unaffected."""

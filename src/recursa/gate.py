@@ -9,12 +9,20 @@ runs all use the same gate, so nothing is counted twice and nothing escapes the 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from recursa.cache import cacheable
 from recursa.limits import Budget, BudgetExhausted
 from recursa.lm.base import LM
+from recursa.store import request_key
 from recursa.trace.spans import Span, Tracer
 from recursa.types import Completion, LMSettings, Message, StopReason
+
+if TYPE_CHECKING:
+    from recursa.cache import CallCache
+    from recursa.journal import Journal, Replay
 
 __all__ = ["LMGate"]
 
@@ -33,19 +41,66 @@ def clip(text: str, limit: int = SPAN_TEXT_CHARS) -> str:
 
 
 class LMGate:
-    """Concurrency limit + budget + deadline + pricing + tracing for LM calls."""
+    """Concurrency limit + budget + deadline + pricing + tracing for LM calls.
 
-    def __init__(self, budget: Budget, tracer: Tracer, max_concurrency: int) -> None:
+    With a journal, every response is committed to it before it is used; with a replay (a
+    resumed run), requests already in the journal are answered from it; with a call cache,
+    cacheable requests are answered from it and stored in it.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        tracer: Tracer,
+        max_concurrency: int,
+        *,
+        journal: Journal | None = None,
+        replay: Replay | None = None,
+        cache: CallCache | None = None,
+    ) -> None:
         self.budget = budget
         self.tracer = tracer
         self._sem = asyncio.Semaphore(max_concurrency)
         self.in_flight = 0
+        self.journal = journal
+        self.replay = replay
+        self.cache = cache
+
+    def _record(self, key: str, lm: LM, role: str, depth: int, completion: Completion) -> None:
+        if self.journal is None:
+            return
+        try:
+            self.journal.record_lm(key, lm.name, role, depth, completion)
+        except sqlite3.Error as exc:
+            # A broken journal must not break the run; it only stops the run being resumable.
+            self.budget.warnings.append(f"journaling stopped ({exc}); this run cannot be resumed")
+            self.journal = None
 
     async def _send(
-        self, lm: LM, messages: Sequence[Message], settings: LMSettings | None
-    ) -> Completion:
-        """The call itself; the place to layer caching or journaling."""
-        return await lm.complete(messages, settings)
+        self,
+        lm: LM,
+        messages: Sequence[Message],
+        settings: LMSettings | None,
+        role: str,
+        depth: int,
+    ) -> tuple[Completion, str]:
+        """The call itself, and where its answer came from: model, journal or cache."""
+        if self.journal is None and self.replay is None and self.cache is None:
+            return await lm.complete(messages, settings), "model"
+        key = request_key(lm.name, messages, settings)
+        if self.replay is not None and (done := self.replay.take(key)) is not None:
+            self.budget.replayed += 1
+            return done, "journal"
+        use_cache = self.cache is not None and cacheable(lm, settings)
+        if use_cache and (hit := self.cache.get(key)) is not None:
+            self._record(key, lm, role, depth, hit)
+            return hit, "cache"
+        completion = await lm.complete(messages, settings)
+        self._record(key, lm, role, depth, completion)  # durable before anyone uses it
+        if use_cache:
+            cost = self.budget.prices.cost(lm.name, completion.usage)
+            self.cache.put(key, lm.name, completion, cost)
+        return completion, "model"
 
     async def complete(
         self,
@@ -76,7 +131,7 @@ class LMGate:
             self.in_flight += 1
             try:
                 async with asyncio.timeout(self.budget.remaining_time()):
-                    completion = await self._send(lm, messages, settings)
+                    completion, source = await self._send(lm, messages, settings, role, depth)
             except TimeoutError:
                 err = BudgetExhausted(
                     StopReason.TIMEOUT,
@@ -91,9 +146,10 @@ class LMGate:
                 raise
             finally:
                 self.in_flight -= 1
-            priced = self.budget.charge(lm.name, depth, completion.usage)
+            priced = self.budget.charge(lm.name, depth, completion.usage, free=source == "cache")
             self.tracer.end(
                 span,
+                source=source,
                 response=clip(completion.text),
                 finish_reason=completion.finish_reason,
                 input_tokens=priced.input_tokens,

@@ -111,6 +111,10 @@ class Budget:
     by_model: dict[str, Usage] = field(default_factory=lambda: defaultdict(Usage))
     by_depth: dict[int, Usage] = field(default_factory=lambda: defaultdict(Usage))
     exhausted: BudgetExhausted | None = None
+    cache_hits: int = 0
+    saved_usd: float = 0.0
+    replayed: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     # ---- time -------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -155,9 +159,17 @@ class Budget:
                 )
         self.calls_reserved += 1
 
-    def charge(self, model: str, depth: int, usage: Usage) -> Usage:
-        """Add one call's usage (priced here) to the totals; return the priced usage."""
+    def charge(self, model: str, depth: int, usage: Usage, *, free: bool = False) -> Usage:
+        """Add one call's usage (priced here) to the totals; return the priced usage.
+
+        ``free`` marks a call answered from the call cache: its tokens count, its price is
+        recorded as money saved instead of spent.
+        """
         priced = self.prices.price(model, usage)
+        if free:
+            self.cache_hits += 1
+            self.saved_usd += priced.cost_usd
+            priced = priced.with_cost(0.0)
         self.usage = self.usage + priced
         self.by_model[model] = self.by_model[model] + priced
         self.by_depth[depth] = self.by_depth[depth] + priced

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import dataclasses
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from recursa.cache import CallCache
 from recursa.context import Context, ContextSource, load_context
 from recursa.engine import Engine, EngineConfig, SandboxFactory, Tree
-from recursa.errors import ConfigError
+from recursa.errors import ConfigError, RecursaError
 from recursa.gate import LMGate
+from recursa.journal import Journal, Replay
 from recursa.limits import Budget, Limits
 from recursa.lm.base import LM, ProviderOptions
 from recursa.lm.registry import resolve_model
@@ -76,6 +81,10 @@ class RLM:
         models: extra models ``llm_query(prompt, model=...)`` may pick by name.
         processors: trace processors that see every span of every run.
         call_timeout_s, max_retries: per-call HTTP timeout and retry count.
+        journal: record each run under ``runs_root`` so it can be resumed (default on).
+        cache: answer repeated deterministic requests from a shared call cache: ``True`` for
+            the default file in the cache folder, a path, or a :class:`CallCache`.
+        runs_root: where run folders go (default: the data folder, see :mod:`recursa.paths`).
     """
 
     def __init__(
@@ -98,7 +107,25 @@ class RLM:
         processors: Sequence[TraceProcessor] = (),
         call_timeout_s: float | None = None,
         max_retries: int | None = None,
+        journal: bool = True,
+        cache: bool | str | Path | CallCache = False,
+        runs_root: str | Path | None = None,
     ) -> None:
+        self._spec: dict[str, Any] = {
+            "model": model if isinstance(model, str) or model is None else model.name,
+            "sub_model": sub_model
+            if isinstance(sub_model, str) or sub_model is None
+            else sub_model.name,
+            "base_url": base_url,
+            "sandbox": sandbox if isinstance(sandbox, str) else None,
+            "prompt_profile": prompt_profile
+            if isinstance(prompt_profile, str)
+            else getattr(prompt_profile, "name", None),
+            "temperature": temperature,
+            "max_output_tokens": max_output_tokens,
+            "sub_calls": sub_calls,
+            "limits": dataclasses.asdict(limits or Limits()),
+        }
         options = ProviderOptions(
             base_url=base_url, api_key=api_key, timeout_s=call_timeout_s, max_retries=max_retries
         )
@@ -131,6 +158,13 @@ class RLM:
         )
         self.prices = prices or PriceTable()
         self.processors = list(processors)
+        self.journal = journal
+        self.runs_root = Path(runs_root) if runs_root else None
+        if cache is True:
+            cache = CallCache()
+        elif isinstance(cache, (str, Path)):
+            cache = CallCache(Path(cache))
+        self.cache: CallCache | None = cache or None
 
     def _resolve(self, spec: str | LM, options: ProviderOptions) -> LM:
         lm = resolve_model(spec, options)
@@ -147,18 +181,66 @@ class RLM:
         run_id: str | None = None,
         processors: Sequence[TraceProcessor] = (),
     ) -> Result:
-        """Answer ``question`` over ``context`` (several sources make a list context)."""
+        """Answer ``question`` over ``context`` (several sources make a list context).
+
+        With journaling on (the default) the run is recorded under ``runs_root`` (default:
+        the data folder) as it happens, and its trace is written there unless ``trace`` names
+        another file; :meth:`resume` continues it if it is interrupted.
+        """
         if not question or not question.strip():
             raise ConfigError("the question is empty: say what you want to know")
         if context is None:
             raise ConfigError("no context given: pass text, a Path to a file or a folder")
         ctx = context if isinstance(context, Context) and not more else load_context(context, *more)
         run_id = run_id or new_run_id()
-        writer = JSONLWriter(trace, run_id=run_id) if trace is not None else None
+        journal = None
+        if self.journal:
+            journal = Journal.create(
+                run_id, question=question, context=ctx, config=self._spec, root=self.runs_root
+            )
+        return await self._execute(question, ctx, run_id, journal, None, trace, processors)
+
+    async def aresume(
+        self,
+        run_id: str,
+        *,
+        trace: str | Path | None = None,
+        processors: Sequence[TraceProcessor] = (),
+    ) -> Result:
+        """Continue run ``run_id`` from its journal: journaled responses are replayed, the
+        REPL is rebuilt by re-running the journaled cells, and the run goes on from there."""
+        journal = Journal.open(run_id, root=self.runs_root)
+        question = str(journal.meta("question"))
+        ctx = journal.context()
+        replay = journal.replay()
+        if trace is None and journal.trace_path.exists():
+            journal.trace_path.replace(journal.trace_path.with_suffix(".before-resume.jsonl"))
+        return await self._execute(question, ctx, run_id, journal, replay, trace, processors)
+
+    async def _execute(
+        self,
+        question: str,
+        ctx: Context,
+        run_id: str,
+        journal: Journal | None,
+        replay: Replay | None,
+        trace: str | Path | None,
+        processors: Sequence[TraceProcessor],
+    ) -> Result:
+        trace_path = trace if trace is not None else (journal.trace_path if journal else None)
+        writer = JSONLWriter(trace_path, run_id=run_id) if trace_path is not None else None
         tracer = Tracer([*self.processors, *processors], run_id=run_id)
         if writer is not None:
             tracer.add_processor(writer)
         budget = Budget(self.limits, self.prices)
+        gate = LMGate(
+            budget,
+            tracer,
+            self.limits.max_concurrency,
+            journal=journal,
+            replay=replay,
+            cache=self.cache,
+        )
         tree = Tree(
             root_lm=self.root_lm,
             sub_lm=self.sub_lm,
@@ -166,18 +248,45 @@ class RLM:
             config=self.config,
             budget=budget,
             tracer=tracer,
-            gate=LMGate(budget, tracer, self.limits.max_concurrency),
+            gate=gate,
             run_id=run_id,
+            journal=journal,
         )
+        status, summary = "interrupted", {}
         try:
             result = await Engine(tree, depth=0, lm=self.root_lm).run(question, ctx)
+            status = "final" if not result.partial else "stopped"
+            summary = result.to_dict()
+        except RecursaError as exc:
+            partial = getattr(exc, "result", None)
+            status, summary = "failed", (partial.to_dict() if partial else {"error": str(exc)})
+            raise
         finally:
             if writer is not None:
                 writer.close()
+            if journal is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    journal.finish(status, summary)
+                journal.close()
             await self.aclose()
         if writer is not None:
             object.__setattr__(result, "trace_path", writer.path)
         return result
+
+    @classmethod
+    def from_journal(cls, run_id: str, *, runs_root: str | Path | None = None, **overrides: Any):
+        """An RLM configured as run ``run_id`` was (models by name, limits, sandbox...), for
+        resuming it from another process. Keyword arguments override the stored settings."""
+        journal = Journal.open(run_id, root=Path(runs_root) if runs_root else None)
+        try:
+            spec = dict(journal.meta("config") or {})
+        finally:
+            journal.close()
+        limits = Limits(**spec.pop("limits", {}))
+        if spec.get("sandbox") is None:
+            spec.pop("sandbox", None)
+        spec.update(overrides)
+        return cls(limits=limits, runs_root=runs_root, **spec)
 
     def run(
         self,
@@ -192,6 +301,16 @@ class RLM:
         return _run_sync(
             self.arun(question, context, *more, trace=trace, run_id=run_id, processors=processors)
         )
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        trace: str | Path | None = None,
+        processors: Sequence[TraceProcessor] = (),
+    ) -> Result:
+        """Blocking :meth:`aresume`."""
+        return _run_sync(self.aresume(run_id, trace=trace, processors=processors))
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the models this RLM created (they reopen on next use)."""

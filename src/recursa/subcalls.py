@@ -135,7 +135,8 @@ class SubCalls:
                 prompt = f"{prompt}\n\n{text}"
             return await self.llm(prompt, None, parent)
         ctx = load_context(context if context is not None else prompt)
-        child = Engine(self.tree, depth=depth, lm=self.tree.sub_lm, parent_span=parent)
+        path = f"{self.engine.path}.{next(self.engine.children)}"
+        child = Engine(self.tree, depth=depth, lm=self.tree.sub_lm, parent_span=parent, path=path)
         result = await child.run(prompt, ctx)
         if result.answer:
             return result.answer

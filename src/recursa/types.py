@@ -191,6 +191,10 @@ class Result:
     trace_path: Path | None = None
     spans: tuple[Any, ...] = ()
     messages: tuple[Message, ...] = ()
+    warnings: tuple[str, ...] = ()
+    cache_hits: int = 0
+    saved_usd: float = 0.0
+    replayed_calls: int = 0
 
     @property
     def partial(self) -> bool:
@@ -223,4 +227,8 @@ class Result:
             "wall_time_s": round(self.wall_time_s, 4),
             "run_id": self.run_id,
             "trace_path": str(self.trace_path) if self.trace_path else None,
+            "warnings": list(self.warnings),
+            "cache_hits": self.cache_hits,
+            "saved_usd": round(self.saved_usd, 8),
+            "replayed_calls": self.replayed_calls,
         }

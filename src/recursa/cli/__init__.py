@@ -12,7 +12,7 @@ import importlib
 
 import typer
 
-from recursa.errors import ConfigError, RecursaError, TraceError
+from recursa.errors import ConfigError, JournalError, RecursaError, TraceError
 
 __all__ = ["app", "main"]
 
@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 # Command modules, registered in this order (each defines register(app)).
-COMMAND_MODULES = ("ask", "trace")
+COMMAND_MODULES = ("ask", "trace", "runs")
 
 
 def _register_all() -> None:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _fail(exc.format_message(), exc.exit_code)
         return exc.exit_code
-    except (ConfigError, TraceError) as exc:  # bad input or configuration
+    except (ConfigError, TraceError, JournalError) as exc:  # bad input or configuration
         return _fail(str(exc), 2)
     except RecursaError as exc:
         return _fail(str(exc), 1)

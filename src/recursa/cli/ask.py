@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from recursa.errors import ConfigError, ContextError
+from recursa.errors import ConfigError, ContextError, RecursaError
 
 __all__ = ["register"]
 
@@ -44,7 +45,10 @@ def price_table(prices: Path | None) -> Any:
 
 
 def ask(
-    question: Annotated[str, typer.Argument(help="What you want to know about the context.")],
+    question: Annotated[
+        str | None,
+        typer.Argument(help="What you want to know about the context (not with --resume)."),
+    ] = None,
     context: Annotated[
         list[str],
         typer.Option(
@@ -138,6 +142,24 @@ def ask(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run (see `recursa runs list`): answered calls are "
+            "replayed from its journal, the rest asked. Uses the run's own settings.",
+        ),
+    ] = None,
+    no_journal: Annotated[
+        bool,
+        typer.Option("--no-journal", help="Do not record the run (it cannot be resumed)."),
+    ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache", help="Answer repeated temperature-0 requests from the shared call cache."
+        ),
+    ] = False,
 ) -> int:
     """Answer QUESTION over the given context and print the answer.
 
@@ -147,48 +169,31 @@ def ask(
     """
     from rich.console import Console
 
-    from recursa.limits import Limits
-    from recursa.rlm import RLM
-
     err = Console(stderr=True, highlight=False)
-    if not question.strip():
-        raise ConfigError("the question is empty: say what you want to know")
-    from recursa.context import load_context
+    if resume:
+        from recursa.rlm import RLM
 
-    # The user's input is checked before anything else (models, keys), so its errors come first.
-    ctx = load_context(*context_sources(context))
-    limits = Limits(
-        max_iterations=max_iterations,
-        max_depth=max_depth,
-        max_llm_calls=max_calls,
-        max_tokens=max_tokens,
-        max_cost_usd=max_cost,
-        timeout_s=timeout,
-        cell_timeout_s=cell_timeout,
-        max_concurrency=concurrency,
-        max_output_chars=max_output_chars,
-    )
-    rlm = RLM(
-        model,
-        sub_model,
-        limits=limits,
-        base_url=base_url,
-        sandbox=sandbox,
-        prompt_profile=profile,
-        prices=price_table(prices),
-        temperature=temperature,
-        sub_calls=not no_sub_calls,
-    )
-    if not quiet:
-        for warning in ctx.warnings:
-            err.print(f"[yellow]note:[/] {warning}")
-    if quiet:
-        result = rlm.run(question, ctx, trace=trace)
+        rlm = RLM.from_journal(resume, cache=cache)
+        run_id, ctx = resume, None
     else:
-        from recursa.cli.progress import LiveProgress
+        if not question or not question.strip():
+            raise ConfigError("the question is empty: say what you want to know")
+        from recursa.context import load_context
+        from recursa.rlm import new_run_id
 
-        with LiveProgress(err) as progress:
-            result = rlm.run(question, ctx, trace=trace, processors=[progress])
+        # The user's input is checked before anything else (models, keys): its errors come first.
+        ctx = load_context(*context_sources(context))
+        rlm = _build(locals())
+        run_id = new_run_id()
+        if not quiet:
+            for warning in ctx.warnings:
+                err.print(f"[yellow]note:[/] {warning}")
+    try:
+        result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err)
+    except (KeyboardInterrupt, RecursaError) as exc:
+        if rlm.journal and not quiet and not isinstance(exc, ConfigError):
+            err.print(f"[dim]resume with: recursa ask --resume {run_id}[/]")
+        raise
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -196,6 +201,62 @@ def ask(
     if not quiet:
         _summary(err, result)
     return 0 if not result.partial else EXIT_PARTIAL
+
+
+def _build(opts: dict[str, Any]) -> Any:
+    """The RLM for a new run, from ask's options."""
+    from recursa.limits import Limits
+    from recursa.rlm import RLM
+
+    limits = Limits(
+        max_iterations=opts["max_iterations"],
+        max_depth=opts["max_depth"],
+        max_llm_calls=opts["max_calls"],
+        max_tokens=opts["max_tokens"],
+        max_cost_usd=opts["max_cost"],
+        timeout_s=opts["timeout"],
+        cell_timeout_s=opts["cell_timeout"],
+        max_concurrency=opts["concurrency"],
+        max_output_chars=opts["max_output_chars"],
+    )
+    return RLM(
+        opts["model"],
+        opts["sub_model"],
+        limits=limits,
+        base_url=opts["base_url"],
+        sandbox=opts["sandbox"],
+        prompt_profile=opts["profile"],
+        prices=price_table(opts["prices"]),
+        temperature=opts["temperature"],
+        sub_calls=not opts["no_sub_calls"],
+        journal=not opts["no_journal"],
+        cache=opts["cache"],
+    )
+
+
+def _run(
+    rlm: Any,
+    question: Any,
+    ctx: Any,
+    run_id: str,
+    resume: str | None,
+    trace: Any,
+    quiet: bool,
+    err: Any,
+) -> Any:
+    """Run (or resume) with live progress on stderr unless quiet."""
+    if quiet:
+        progress: Any = contextlib.nullcontext()
+        processors: list[Any] = []
+    else:
+        from recursa.cli.progress import LiveProgress
+
+        progress = LiveProgress(err)
+        processors = [progress]
+    with progress:
+        if resume:
+            return rlm.resume(resume, trace=trace, processors=processors)
+        return rlm.run(question, ctx, trace=trace, run_id=run_id, processors=processors)
 
 
 def _summary(err: Any, result: Any) -> None:
@@ -207,12 +268,19 @@ def _summary(err: Any, result: Any) -> None:
         f"{result.usage.calls} LM call(s), {result.usage.total_tokens:,} tokens, {cost}, "
         f"{result.wall_time_s:.1f}s[/]"
     )
+    if result.cache_hits or result.replayed_calls:
+        err.print(
+            f"[dim]{result.replayed_calls} call(s) replayed from the journal, "
+            f"{result.cache_hits} from the cache (saved ${result.saved_usd:.4f})[/]"
+        )
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
     if result.partial:
         err.print(
             f"[yellow]stopped before a final answer:[/] {result.detail or result.stop_reason}"
         )
     if result.trace_path:
-        err.print(f"[dim]trace: {result.trace_path}[/]")
+        err.print(f"[dim]run {result.run_id} · trace: {result.trace_path}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -47,11 +47,15 @@ class BaseLM:
     """Convenience base: a name, a no-op ``aclose`` and a readable ``repr``.
 
     A backend may also set ``recommended_chunk_chars``: how many characters one sub-call
-    prompt should carry. The engine tells the root model this figure when it plans chunks.
+    prompt should carry (the engine tells the root model this figure when it plans chunks), and
+    ``greedy_by_default`` (see below).
     """
 
     name: str = "base"
     recommended_chunk_chars: int | None = None
+    # True when the backend decodes greedily unless told otherwise, so a request without a
+    # temperature has one fixed answer and may be served from the call cache.
+    greedy_by_default: bool = False
 
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None

@@ -60,6 +60,8 @@ def _short(text: str, n: int = 160) -> str:
 class ScriptedLM(BaseLM):
     """A model that answers from a script. See the module docstring."""
 
+    greedy_by_default = True  # the same script gives the same answers
+
     def __init__(
         self,
         replies: Iterable[Reply | Step] | Reply | None = None,
@@ -144,14 +146,22 @@ class ScriptedLM(BaseLM):
         if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies):
             raise ConfigError(f"script {p}: 'replies' must be a list of strings")
         try:
-            pairs = [(str(r["match"]), str(r["reply"])) for r in rules]
+            pairs = [(re.compile(str(r["match"])), str(r["reply"])) for r in rules]
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"script {p}: each rule needs 'match' and 'reply'") from exc
+        except re.error as exc:
+            raise ConfigError(
+                f"script {p}: a rule's 'match' is not a valid regular expression: {exc}"
+            ) from exc
+        try:
+            latency_s = float(data.get("latency_s", 0.0))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"script {p}: 'latency_s' must be a number of seconds") from exc
         default = data.get("default")
         return cls(
             replies,
             rules=pairs,
             default=None if default is None else str(default),
             name=f"scripted:{p.stem}",
-            latency_s=float(data.get("latency_s", 0.0)),
+            latency_s=latency_s,
         )

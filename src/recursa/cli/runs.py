@@ -1,0 +1,123 @@
+"""``recursa runs`` and ``recursa cache``: past runs (resumable) and the shared call cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated
+
+import typer
+
+__all__ = ["cache_app", "register", "runs_app"]
+
+runs_app = typer.Typer(
+    help="Past runs, recorded as they happen; resume one with `recursa ask --resume ID`.",
+    no_args_is_help=True,
+)
+cache_app = typer.Typer(
+    help="The shared call cache used by `--cache` (and by `recursa bench`).",
+    no_args_is_help=True,
+)
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "?"
+
+
+@runs_app.command("list")
+def list_cmd(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Show this many, newest first.")] = 20,
+) -> None:
+    """List recorded runs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from recursa.journal import list_runs, runs_dir
+
+    runs = list_runs()[:limit]
+    console = Console(highlight=False)
+    if not runs:
+        console.print(f"no runs recorded in {runs_dir()}")
+        return
+    table = Table("run", "status", "started", "calls", "cost", "question", box=None)
+    for r in runs:
+        cost = "-" if r.cost_usd is None else f"${r.cost_usd:.4f}"
+        q = " ".join(r.question.split())
+        table.add_row(r.run_id, r.status, _when(r.created), str(r.calls), cost, q[:60])
+    console.print(table)
+
+
+@runs_app.command("show")
+def show_cmd(
+    run_id: Annotated[str, typer.Argument(help="A run id from `recursa runs list`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show one run: its status, question, answer, settings and where its trace is."""
+    from rich.console import Console
+
+    from recursa.journal import Journal
+
+    j = Journal.open(run_id)
+    try:
+        calls, cells = j.counts()
+        info = {
+            "run_id": run_id,
+            "status": j.meta("status"),
+            "started": _when(float(j.meta("created", 0.0))),
+            "question": j.meta("question"),
+            "result": j.meta("result"),
+            "config": j.meta("config"),
+            "journaled_calls": calls,
+            "journaled_cells": cells,
+            "folder": str(j.folder),
+            "trace": str(j.trace_path) if j.trace_path.exists() else None,
+        }
+    finally:
+        j.close()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    c = Console(highlight=False)
+    result = info["result"] or {}
+    c.print(f"[bold]{run_id}[/]  {info['status']}  started {info['started']}")
+    c.print(f"[cyan]Q:[/] {info['question']}")
+    if result.get("answer"):
+        c.print(f"[green]A:[/] {result['answer']}")
+    c.print(f"{calls} LM responses and {cells} cells journaled · folder {info['folder']}")
+    if info["trace"]:
+        c.print(f"trace: {info['trace']}  (`recursa trace show {info['trace']}`)")
+    if info["status"] not in ("final", "stopped"):
+        c.print(f"resume with: recursa ask --resume {run_id}")
+
+
+@runs_app.command("rm")
+def rm_cmd(run_id: Annotated[str, typer.Argument(help="The run to delete.")]) -> None:
+    """Delete a run's journal and trace."""
+    from recursa.journal import remove_run
+
+    typer.echo(f"removed {remove_run(run_id)}")
+
+
+@cache_app.command("stats")
+def cache_stats() -> None:
+    """How many responses are cached, how often they were reused, and the money saved."""
+    from recursa.cache import CallCache
+
+    s = CallCache().stats()
+    typer.echo(
+        f"{s.path}\n{s.entries} cached responses, {s.hits} hits, ${s.saved_usd:.4f} saved, "
+        f"{s.size_bytes / 1e6:.1f} MB on disk"
+    )
+
+
+@cache_app.command("clear")
+def cache_clear() -> None:
+    """Empty the call cache."""
+    from recursa.cache import CallCache
+
+    typer.echo(f"removed {CallCache().clear()} cached responses")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(runs_app, name="runs")
+    app.add_typer(cache_app, name="cache")

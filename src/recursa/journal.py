@@ -1,0 +1,308 @@
+"""The run journal: everything a run did, on disk as it happens, so a killed run can resume.
+
+Each run gets a folder ``<data_dir>/runs/<run_id>/`` holding ``journal.sqlite`` (WAL mode) and
+its trace. The journal records the run's configuration, question and context before the first
+call, then every LM response (root turns and sub-calls, keyed by the exact request) and every
+cell's code and output as they complete. A response is committed before the engine uses it.
+
+Resuming replays: the run starts again from the beginning, every request already in the journal
+is answered from it instead of the model, the REPL state is rebuilt by re-running the model's
+cells in order, and real calls resume where the journal ends. Model code is deterministic given
+the same responses; where it is not (it reads the clock, draws random numbers, reads files it
+wrote), a re-run cell prints something else, the divergence is reported as a warning, and from
+there on requests that differ from the journaled ones go to the model again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+import zlib
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recursa.context import Context
+from recursa.errors import JournalError
+from recursa.paths import data_dir
+from recursa.store import completion_from_json, completion_to_json, connect
+from recursa.types import CellResult, Completion
+
+__all__ = ["Journal", "Replay", "RunSummary", "list_runs", "remove_run", "runs_dir"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lm_calls (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, model TEXT NOT NULL,
+    role TEXT NOT NULL, depth INTEGER NOT NULL, response TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS lm_calls_by_key ON lm_calls(key);
+CREATE TABLE IF NOT EXISTS cells (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, engine TEXT NOT NULL, code TEXT NOT NULL,
+    result TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS context (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
+"""
+
+
+def runs_dir(root: Path | None = None) -> Path:
+    return (root or data_dir()) / "runs"
+
+
+def _broken(run_id: str, why: str) -> JournalError:
+    return JournalError(
+        f"the journal of run {run_id} cannot be used ({why}); other runs are not affected. "
+        f"Remove it with `recursa runs rm {run_id}`"
+    )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``recursa runs list``."""
+
+    run_id: str
+    status: str
+    created: float
+    question: str
+    answer: str
+    calls: int
+    cost_usd: float | None
+    path: Path
+
+
+class Replay:
+    """Journaled responses by request key, handed out in the order they were recorded."""
+
+    def __init__(self, responses: dict[str, deque[Completion]]) -> None:
+        self._responses = responses
+        self.replayed = 0
+
+    def take(self, key: str) -> Completion | None:
+        queue = self._responses.get(key)
+        if not queue:
+            return None
+        self.replayed += 1
+        return queue.popleft()
+
+    @property
+    def remaining(self) -> int:
+        return sum(len(q) for q in self._responses.values())
+
+
+class Journal:
+    """One run's journal. Create with :meth:`create`, reopen with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection, folder: Path, run_id: str) -> None:
+        self._conn = conn
+        self.folder = folder
+        self.run_id = run_id
+        self.cells_seen: dict[str, int] = defaultdict(int)  # cells already in the journal
+        self._journaled_cells: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "journal.sqlite"
+
+    @property
+    def trace_path(self) -> Path:
+        return self.folder / "trace.jsonl"
+
+    # ---- creating and opening -------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        run_id: str,
+        *,
+        question: str,
+        context: Context,
+        config: dict[str, Any],
+        root: Path | None = None,
+        sync: str = "normal",
+    ) -> Journal:
+        folder = runs_dir(root) / run_id
+        folder.mkdir(parents=True, exist_ok=False)
+        conn = connect(folder / "journal.sqlite", sync=sync)
+        conn.executescript(_SCHEMA)
+        journal = cls(conn, folder, run_id)
+        blob = zlib.compress(
+            json.dumps(
+                {
+                    "value": context.value,
+                    "kind": context.kind,
+                    "warnings": list(context.warnings),
+                    "sources": list(context.sources),
+                    "multi": context.multi,
+                },
+                ensure_ascii=False,
+            ).encode("utf-8", "surrogatepass"),
+            level=1,
+        )
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO context (id, data) VALUES (1, ?)", (blob,))
+            for key, value in {
+                "schema_version": SCHEMA_VERSION,
+                "run_id": run_id,
+                "created": time.time(),
+                "status": "running",
+                "question": question,
+                "config": config,
+            }.items():
+                conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        return journal
+
+    @classmethod
+    def open(cls, run_id: str, *, root: Path | None = None, sync: str = "normal") -> Journal:
+        folder = runs_dir(root) / run_id
+        path = folder / "journal.sqlite"
+        if not path.is_file():
+            raise JournalError(
+                f"no run {run_id!r} in {runs_dir(root)}; `recursa runs list` shows the runs"
+            )
+        try:
+            conn = connect(path, sync=sync)
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise _broken(run_id, f"integrity check: {check}")
+            journal = cls(conn, folder, run_id)
+            version = journal.meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            raise _broken(run_id, str(exc)) from None
+        if version != SCHEMA_VERSION:
+            raise _broken(run_id, f"schema version {version!r}, expected {SCHEMA_VERSION}")
+        return journal
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ---- reading --------------------------------------------------------------------------------
+    def meta(self, key: str, default: Any = None) -> Any:
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _broken(self.run_id, str(exc)) from None
+        return default if row is None else json.loads(row[0])
+
+    def context(self) -> Context:
+        try:
+            row = self._conn.execute("SELECT data FROM context WHERE id = 1").fetchone()
+            if row is None:
+                raise _broken(self.run_id, "the context is missing")
+            d = json.loads(zlib.decompress(row[0]).decode("utf-8", "surrogatepass"))
+        except (sqlite3.DatabaseError, zlib.error, ValueError) as exc:
+            raise _broken(self.run_id, f"the context cannot be read: {exc}") from None
+        from recursa.context import _parts_of, _size
+
+        value = d["value"]
+        parts = (
+            tuple((label, _size(v)) for label, v in zip(d["sources"], value, strict=False))
+            if d["multi"]
+            else _parts_of(value)
+        )
+        return Context(
+            value, d["kind"], tuple(d["warnings"]), tuple(d["sources"]), d["multi"], parts
+        )
+
+    def replay(self) -> Replay:
+        """The journaled responses, ready to be replayed."""
+        responses: dict[str, deque[Completion]] = defaultdict(deque)
+        try:
+            for key, raw in self._conn.execute("SELECT key, response FROM lm_calls ORDER BY seq"):
+                responses[key].append(completion_from_json(raw))
+            for engine, code, raw in self._conn.execute(
+                "SELECT engine, code, result FROM cells ORDER BY seq"
+            ):
+                self._journaled_cells.setdefault(engine, []).append((code, json.loads(raw)))
+        except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
+            raise _broken(self.run_id, str(exc)) from None
+        return Replay(responses)
+
+    def counts(self) -> tuple[int, int]:
+        """(LM calls, cells) recorded."""
+        calls = self._conn.execute("SELECT COUNT(*) FROM lm_calls").fetchone()[0]
+        cells = self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+        return calls, cells
+
+    # ---- writing --------------------------------------------------------------------------------
+    def record_lm(self, key: str, model: str, role: str, depth: int, c: Completion) -> None:
+        self._conn.execute(
+            "INSERT INTO lm_calls (key, model, role, depth, response, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key, model, role, depth, completion_to_json(c), time.time()),
+        )
+
+    def record_cell(self, engine: str, code: str, result: CellResult) -> str | None:
+        """Record a cell, or, while replaying, compare it with the journaled one.
+
+        Returns a warning when a replayed cell's output differs from the journaled output.
+        """
+        index = self.cells_seen[engine]
+        self.cells_seen[engine] += 1
+        output = {"stdout": result.stdout, "error": result.error, "final": result.final}
+        journaled = self._journaled_cells.get(engine, [])
+        if index < len(journaled):
+            old_code, old = journaled[index]
+            if old_code == code and old != output:
+                return (
+                    f"replay diverged at cell {index + 1} of {engine}: the same code printed "
+                    "something else (it depends on time, randomness or outside state); "
+                    "requests from here on that differ go to the model again"
+                )
+            if old_code == code:
+                return None
+        self._conn.execute(
+            "INSERT INTO cells (engine, code, result, created) VALUES (?, ?, ?, ?)",
+            (engine, code, json.dumps(output, ensure_ascii=False), time.time()),
+        )
+        return None
+
+    def finish(self, status: str, result: dict[str, Any]) -> None:
+        with self._conn:
+            self._conn.execute("BEGIN")
+            for key, value in (("status", status), ("result", result), ("finished", time.time())):
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
+                )
+
+
+def _summary(folder: Path) -> RunSummary:
+    try:
+        j = Journal.open(folder.name, root=folder.parent.parent)
+    except JournalError:
+        return RunSummary(folder.name, "broken", folder.stat().st_mtime, "", "", 0, None, folder)
+    try:
+        result = j.meta("result") or {}
+        calls, _ = j.counts()
+        return RunSummary(
+            run_id=folder.name,
+            status=j.meta("status", "?"),
+            created=float(j.meta("created", 0.0)),
+            question=str(j.meta("question", "")),
+            answer=str(result.get("answer", "")),
+            calls=calls,
+            cost_usd=result.get("cost_usd"),
+            path=folder,
+        )
+    except JournalError:
+        return RunSummary(folder.name, "broken", folder.stat().st_mtime, "", "", 0, None, folder)
+    finally:
+        j.close()
+
+
+def list_runs(root: Path | None = None) -> list[RunSummary]:
+    """Every run under the data folder, newest first."""
+    base = runs_dir(root)
+    if not base.is_dir():
+        return []
+    found = [_summary(f) for f in base.iterdir() if f.is_dir()]
+    return sorted(found, key=lambda s: s.created, reverse=True)
+
+
+def remove_run(run_id: str, root: Path | None = None) -> Path:
+    folder = runs_dir(root) / run_id
+    if "/" in run_id or run_id in ("", ".", "..") or not folder.is_dir():
+        raise JournalError(f"no run {run_id!r}; `recursa runs list` shows the runs")
+    shutil.rmtree(folder)
+    return folder
