@@ -1,8 +1,10 @@
 """Shared HTTP plumbing for the JSON-over-HTTP backends: one POST with retries.
 
-Retried: 429, 5xx, timeouts, connection failures and bodies that are not JSON (proxies under load
-return HTML error pages). Each wait honours ``Retry-After`` (seconds or an HTTP date) and
-``retry-after-ms`` when the server sends them, else backs off exponentially with full jitter.
+Retried: 429, 5xx, timeouts, connection failures, bodies that are not JSON (proxies under load
+return HTML error pages) and JSON bodies the backend's parser rejects (gateways such as OpenRouter
+relay upstream failures as a 200 carrying an error object). Each wait honours ``Retry-After``
+(seconds or an HTTP date) and ``retry-after-ms`` when the server sends them, else backs off
+exponentially with full jitter.
 Everything else (400, 401, 403, 404, ...) fails at once with a typed error.
 """
 
@@ -12,7 +14,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ from recursa.errors import (
     LMTimeoutError,
 )
 from recursa.lm.base import BaseLM
+from recursa.types import Completion, LMSettings, Message
 
 __all__ = ["HTTPBackend", "RetryPolicy", "post_json"]
 
@@ -139,10 +142,12 @@ async def post_json(
     timeout_s: float,
     model: str,
     policy: RetryPolicy,
-) -> dict[str, Any]:
-    """POST ``payload`` and return the decoded JSON object, retrying what is worth retrying."""
+    parse: Callable[[dict[str, Any]], Any] | None = None,
+) -> Any:
+    """POST ``payload`` and return the decoded JSON object (passed through ``parse`` when
+    given, inside the retry loop), retrying what is worth retrying."""
 
-    async def attempt() -> dict[str, Any]:
+    async def attempt() -> Any:
         try:
             resp = await client.post(url, json=payload, headers=dict(headers), timeout=timeout_s)
         except httpx.TimeoutException as exc:
@@ -169,9 +174,16 @@ async def post_json(
             ) from exc
         if not isinstance(data, dict):
             raise _Retryable(
-                LMResponseError(f"{model}: expected a JSON object, got {_snippet(resp.text)}")
+                LMResponseError(
+                    f"{model}: expected a JSON object, got {_snippet(resp.text)}", model=model
+                )
             )
-        return data
+        if parse is None:
+            return data
+        try:
+            return parse(data)
+        except LMResponseError as exc:
+            raise _Retryable(exc) from exc
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_retries + 1),
@@ -189,11 +201,42 @@ async def post_json(
 
 
 class HTTPBackend(BaseLM):
-    """Owns (or borrows) one pooled ``httpx.AsyncClient`` for a JSON-over-HTTP backend."""
+    """A JSON-over-HTTP backend: one pooled ``httpx.AsyncClient`` (owned or borrowed) and one
+    POST per call with retries. Subclasses name their ``endpoint`` and say how to build the
+    headers and payload and how to parse the answer."""
+
+    endpoint: str = ""
+    base_url: str
+    timeout_s: float
+    retry: RetryPolicy
 
     def __init__(self, client: httpx.AsyncClient | None) -> None:
         self._client = client
         self._owns_client = client is None
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _payload(self, messages: Sequence[Message], s: LMSettings) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _parse(self, data: dict[str, Any]) -> Completion:
+        raise NotImplementedError
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        s = settings or LMSettings()
+        return await post_json(
+            self._http(),
+            f"{self.base_url}{self.endpoint}",
+            payload=self._payload(messages, s),
+            headers=self._headers(),
+            timeout_s=s.timeout_s or self.timeout_s,
+            model=self.name,
+            policy=self.retry,
+            parse=self._parse,
+        )
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from recursa.errors import LMResponseError
-from recursa.lm._http import HTTPBackend, RetryPolicy, post_json
+from recursa.lm._http import HTTPBackend, RetryPolicy
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["AnthropicLM"]
@@ -37,6 +37,7 @@ class AnthropicLM(HTTPBackend):
         prompt_cache: bool = True,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
+        self.endpoint = "/v1/messages"
         self.model = model
         self.name = f"anthropic:{model}"
         self.api_key = api_key
@@ -73,25 +74,12 @@ class AnthropicLM(HTTPBackend):
             payload["stop_sequences"] = list(s.stop)
         return payload
 
-    async def complete(
-        self, messages: Sequence[Message], settings: LMSettings | None = None
-    ) -> Completion:
-        s = settings or LMSettings()
-        headers = {
+    def _headers(self) -> dict[str, str]:
+        return {
             "content-type": "application/json",
             "x-api-key": self.api_key,
             "anthropic-version": ANTHROPIC_VERSION,
         }
-        data = await post_json(
-            self._http(),
-            f"{self.base_url}/v1/messages",
-            payload=self._payload(messages, s),
-            headers=headers,
-            timeout_s=s.timeout_s or self.timeout_s,
-            model=self.name,
-            policy=self.retry,
-        )
-        return self._parse(data)
 
     def _parse(self, data: dict[str, Any]) -> Completion:
         content = data.get("content")

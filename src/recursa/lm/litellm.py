@@ -6,8 +6,11 @@ from the environment variables LiteLLM documents for each provider. LiteLLM does
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
+
+import httpx
 
 from recursa.errors import (
     LMAuthError,
@@ -27,11 +30,41 @@ __all__ = ["LiteLLM"]
 
 
 def _import_litellm() -> Any:
+    # At import LiteLLM fetches its model-cost map from GitHub (seconds of retries when offline,
+    # and a network call nobody asked for); the copy bundled with the package is enough.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         import litellm
     except ImportError as exc:
         raise MissingDependencyError("the litellm: provider", "litellm", "litellm") from exc
+    # Otherwise every failed call prints a "Give Feedback / Get Help" banner to stdout, where
+    # the CLI prints the answer alone.
+    litellm.suppress_debug_info = True
     return litellm
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    """LiteLLM reports a refused connection as a 500; the cause chain tells the truth."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, (ConnectionError, httpx.ConnectError)):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def _by_status(status: int | None) -> type[LMError]:
+    if status in (401, 403):
+        return LMAuthError
+    if status == 429:
+        return LMRateLimitError
+    if status is not None and status >= 500:
+        return LMServerError
+    if status is not None and status >= 400:
+        return LMRequestError
+    return LMError
 
 
 class LiteLLM(BaseLM):
@@ -59,11 +92,17 @@ class LiteLLM(BaseLM):
     def _map_error(self, exc: Exception) -> LMError:
         ll = self._litellm
         msg = f"{self.name}: {type(exc).__name__}: {exc}"
+        status = getattr(exc, "status_code", None)
+        status = status if isinstance(status, int) else None
+        timeout = getattr(ll, "Timeout", None)
+        if isinstance(timeout, type) and isinstance(exc, timeout):
+            return LMTimeoutError(msg, model=self.name)
+        if _connection_failed(exc):
+            return LMConnectionError(msg, model=self.name)
         table: list[tuple[str, type[LMError]]] = [
             ("AuthenticationError", LMAuthError),
             ("PermissionDeniedError", LMAuthError),
             ("RateLimitError", LMRateLimitError),
-            ("Timeout", LMTimeoutError),
             ("APIConnectionError", LMConnectionError),
             ("BadRequestError", LMRequestError),
             ("NotFoundError", LMRequestError),
@@ -73,8 +112,21 @@ class LiteLLM(BaseLM):
         for attr, err in table:
             cls = getattr(ll, attr, None)
             if isinstance(cls, type) and isinstance(exc, cls):
-                return err(msg, model=self.name)
-        return LMError(msg, model=self.name)
+                return err(msg, model=self.name, status=status)
+        # Some statuses arrive as a bare APIError (LiteLLM maps OpenAI's 403 that way).
+        return _by_status(status)(msg, model=self.name, status=status)
+
+    def _retry_policy(self) -> Any:
+        """LiteLLM retries every failure; errors that never clear by themselves are not retried."""
+        policy = getattr(self._litellm, "RetryPolicy", None)
+        if policy is None:
+            return None
+        return policy(
+            AuthenticationErrorRetries=0,
+            BadRequestErrorRetries=0,
+            NotFoundErrorRetries=0,
+            ContentPolicyViolationErrorRetries=0,
+        )
 
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None
@@ -93,6 +145,9 @@ class LiteLLM(BaseLM):
             kwargs["api_base"] = self.api_base
         if self.api_key:
             kwargs["api_key"] = self.api_key
+        policy = self._retry_policy()
+        if policy is not None:
+            kwargs.setdefault("retry_policy", policy)
         try:
             resp = await self._litellm.acompletion(
                 model=self.model,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from recursa.errors import LMResponseError
-from recursa.lm._http import HTTPBackend, RetryPolicy, post_json
+from recursa.lm._http import HTTPBackend, RetryPolicy
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["OpenAIChatLM"]
@@ -42,6 +42,7 @@ class OpenAIChatLM(HTTPBackend):
         client: httpx.AsyncClient | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
+        self.endpoint = "/chat/completions"
         self.model = model
         self.name = f"{provider}:{model}"
         self.base_url = base_url.rstrip("/")
@@ -69,23 +70,11 @@ class OpenAIChatLM(HTTPBackend):
         payload.update(self.extra_body)
         return payload
 
-    async def complete(
-        self, messages: Sequence[Message], settings: LMSettings | None = None
-    ) -> Completion:
-        s = settings or LMSettings()
+    def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
-        data = await post_json(
-            self._http(),
-            f"{self.base_url}/chat/completions",
-            payload=self._payload(messages, s),
-            headers=headers,
-            timeout_s=s.timeout_s or self.timeout_s,
-            model=self.name,
-            policy=self.retry,
-        )
-        return self._parse(data)
+        return headers
 
     def _parse(self, data: dict[str, Any]) -> Completion:
         try:

@@ -1,0 +1,100 @@
+"""Kill a real `recursa ask` with SIGKILL in the middle of a 50-prompt batch, resume it, and
+check that nothing already answered was asked again and that the answer is right."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from recursa.testing import FakeLLMServer
+
+N = 50
+BATCH = (
+    "```repl\nanswers = llm_query_batched([f'item {i}' for i in range(%d)])\n"
+    "total = sum(int(a.split()[-1]) for a in answers)\nprint('batch done', total)\n```" % N
+)
+
+
+def reply(messages) -> str:
+    last = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    if last.startswith("item "):
+        return "ans " + last.split()[-1]
+    if "batch done" in last:
+        return "```repl\nFINAL(str(total))\n```"
+    return BATCH
+
+
+def journaled_sub_answers(journal: Path) -> set[int]:
+    conn = sqlite3.connect(journal)
+    try:
+        rows = conn.execute("SELECT response FROM lm_calls WHERE role = 'sub'").fetchall()
+    finally:
+        conn.close()
+    import json
+
+    return {int(json.loads(r[0])["text"].split()[-1]) for r in rows}
+
+
+def wait_for_journal(journal: Path, at_least: int, proc: subprocess.Popen, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        if journal.exists():
+            try:
+                if len(journaled_sub_answers(journal)) >= at_least:
+                    return
+            except sqlite3.OperationalError:
+                pass  # the table is being created
+        time.sleep(0.05)
+    raise AssertionError("the run did not get far enough in time")
+
+
+def test_kill_9_during_a_batch_then_resume(tmp_path):
+    env = {**os.environ, "RECURSA_DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": "k"}
+    run_id = None
+    with FakeLLMServer(responder=reply, latency_s=0.15) as srv:
+        cmd = [sys.executable, "-m", "recursa", "ask", "-q", "--model", "openai:fake-model",
+               "--base-url", srv.base_url, "--concurrency", "4", "--context", "-"]
+        proc = subprocess.Popen([*cmd, "What is the total?"], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdin.write(b"numbers from 0 to 49, one per item")
+        proc.stdin.close()
+        runs = tmp_path / "data" / "runs"
+        deadline = time.monotonic() + 30
+        while run_id is None and time.monotonic() < deadline:
+            found = list(runs.glob("*/journal.sqlite")) if runs.exists() else []
+            run_id = found[0].parent.name if found else None
+            time.sleep(0.02)
+        assert run_id, "no journal appeared"
+        journal = runs / run_id / "journal.sqlite"
+        wait_for_journal(journal, 12, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        before = journaled_sub_answers(journal)
+        assert 12 <= len(before) < N, "the kill must land in the middle of the batch"
+        seen_before = len(srv.requests)
+
+        resumed = subprocess.run(
+            [sys.executable, "-m", "recursa", "ask", "-q", "--resume", run_id],
+            env=env, capture_output=True, timeout=120,
+        )
+        assert resumed.returncode == 0, resumed.stderr.decode()
+        assert resumed.stdout.decode().strip() == str(sum(range(N)))
+
+        requests = srv.requests
+    items = Counter(r.last_user for r in requests if r.last_user.startswith("item "))
+    # Every item answered (and journaled) before the kill was never asked again...
+    for i in before:
+        assert items[f"item {i}"] == 1, f"item {i} was asked {items[f'item {i}']} times"
+    # ...and every item was asked at least once.
+    assert set(items) == {f"item {i}" for i in range(N)}
+    # The root's first turn was replayed, not asked again; only the final turn is new.
+    roots = [r for r in requests if not r.last_user.startswith("item ")]
+    assert len(roots) == 2
+    assert len(requests) > seen_before
