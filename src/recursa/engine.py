@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from recursa.context import Context
 from recursa.errors import LimitExceeded, RecursaError
 from recursa.gate import LMGate, clip
-from recursa.limits import Budget, BudgetExhausted, Limits
+from recursa.limits import Budget, BudgetExhausted, Limits, UsageMeter
 from recursa.lm.base import LM
 from recursa.parsing import find_code_blocks, find_final, strip_code_blocks
 from recursa.prompts import PromptProfile, profile_for
@@ -108,6 +108,7 @@ class Engine:
         lm: LM,
         parent_span: Span | None = None,
         path: str = "root",
+        parent_meter: UsageMeter | None = None,
     ):
         self.tree = tree
         self.depth = depth
@@ -117,6 +118,7 @@ class Engine:
         # run to its resumption, because children are numbered in the order they are created.
         self.path = path
         self.children = itertools.count(1)
+        self.meter = UsageMeter(parent_meter)  # this RLM's subtree: its turns, calls, children
         self.profile = tree.config.profile or profile_for(lm.name)
         self.state = _State()
         self.cell_span: Span | None = None  # parent for sub-call spans made by the running cell
@@ -166,7 +168,7 @@ class Engine:
                 stop_reason=stop.value,
                 detail=detail,
                 iterations=self.state.iterations,
-                usage=tree.budget.usage.to_dict(),
+                usage=self.meter.usage.to_dict(),  # this run's subtree; the root's is the total
             )
         result = self._result(answer, stop, detail)
         if failure is not None:
@@ -255,6 +257,7 @@ class Engine:
                 role="root",
                 depth=self.depth,
                 parent=span,
+                meter=self.meter,
             )
             messages.append(Message.assistant(completion.text))
             step = await self._step(completion.text, sandbox, span, last_turn=last_turn)

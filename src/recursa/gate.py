@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from recursa.cache import cacheable
-from recursa.limits import Budget, BudgetExhausted
+from recursa.limits import Budget, BudgetExhausted, UsageMeter
 from recursa.lm.base import LM
 from recursa.store import request_key
 from recursa.trace.spans import Span, Tracer
@@ -28,6 +28,14 @@ __all__ = ["LMGate"]
 
 # How much of each prompt and response a span keeps (the trace is for reading, not replaying).
 SPAN_TEXT_CHARS = 20_000
+
+
+def since_last_reply(messages: Sequence[Message]) -> Sequence[Message]:
+    """The messages added after the last assistant message (all of them before the first)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "assistant":
+            return messages[i + 1 :]
+    return messages
 
 
 def clip(text: str, limit: int = SPAN_TEXT_CHARS) -> str:
@@ -111,12 +119,21 @@ class LMGate:
         role: str,
         depth: int,
         parent: Span | None,
+        meter: UsageMeter | None = None,
     ) -> Completion:
-        """Make one call. Raises :class:`BudgetExhausted` when the tree may not make it."""
+        """Make one call. Raises :class:`BudgetExhausted` when the tree may not make it.
+
+        ``meter`` also receives the call's priced usage: the engine whose turn or code made it.
+        """
         prompt_chars = sum(len(m.content) for m in messages)
         async with self._sem:
             self.budget.reserve_call(prompt_chars)
             last = messages[-1].content if messages else ""
+            extra: dict[str, object] = {}
+            if role == "root":
+                # A root conversation only grows: the messages added since the model's last
+                # reply, kept whole, let a trace rebuild every root turn (SFT export).
+                extra["new_messages"] = [m.to_dict() for m in since_last_reply(messages)]
             span = self.tracer.start(
                 "lm_call",
                 lm.name,
@@ -127,6 +144,7 @@ class LMGate:
                 prompt=clip(last),
                 prompt_chars=prompt_chars,
                 n_messages=len(messages),
+                **extra,
             )
             self.in_flight += 1
             try:
@@ -147,10 +165,15 @@ class LMGate:
             finally:
                 self.in_flight -= 1
             priced = self.budget.charge(lm.name, depth, completion.usage, free=source == "cache")
+            if meter is not None:
+                meter.add(priced)
             self.tracer.end(
                 span,
                 source=source,
-                response=clip(completion.text),
+                # Root replies are kept whole (they are short: code) so traces can train models.
+                response=completion.text if role == "root" else clip(completion.text),
+                response_chars=len(completion.text),
+                response_model=completion.model or None,
                 finish_reason=completion.finish_reason,
                 input_tokens=priced.input_tokens,
                 output_tokens=priced.output_tokens,

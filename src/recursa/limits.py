@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from recursa.errors import ConfigError
 from recursa.pricing import PriceTable
 from recursa.types import StopReason, Usage
 
-__all__ = ["Budget", "BudgetExhausted", "Limits", "approx_tokens"]
+__all__ = ["Budget", "BudgetExhausted", "Limits", "UsageMeter", "approx_tokens"]
 
 CHARS_PER_TOKEN = 4
 
@@ -165,6 +165,8 @@ class Budget:
         ``free`` marks a call answered from the call cache: its tokens count, its price is
         recorded as money saved instead of spent.
         """
+        if usage.calls != 1:  # one charge is one call, whatever a backend left in Usage.calls
+            usage = replace(usage, calls=1)
         priced = self.prices.price(model, usage)
         if free:
             self.cache_hits += 1
@@ -174,3 +176,21 @@ class Budget:
         self.by_model[model] = self.by_model[model] + priced
         self.by_depth[depth] = self.by_depth[depth] + priced
         return priced
+
+
+@dataclass
+class UsageMeter:
+    """What one RLM's subtree spent: its own turns, its sub-calls and its children's meters.
+
+    The :class:`Budget` stays the one place that prices and limits; a meter only adds up what
+    the budget charged, so a child run can report its own usage rather than the tree's.
+    """
+
+    parent: UsageMeter | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    def add(self, priced: Usage) -> None:
+        meter: UsageMeter | None = self
+        while meter is not None:
+            meter.usage = meter.usage + priced
+            meter = meter.parent

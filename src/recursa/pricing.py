@@ -89,11 +89,12 @@ class PriceTable:
     def lookup(self, model: str) -> ModelPrice | None:
         """The price for ``model`` (with or without its ``provider:`` prefix), or ``None``."""
         provider, name = _split(model)
-        if provider in _FREE_PROVIDERS or model in _FREE_PROVIDERS:
-            return ModelPrice(0.0, 0.0, 0.0)
+        # An exact entry wins, so a price file can price a local model (GPU hours, chargeback).
         for key in (model, name):
             if key in self._prices:
                 return self._prices[key]
+        if provider in _FREE_PROVIDERS or model in _FREE_PROVIDERS:
+            return ModelPrice(0.0, 0.0, 0.0)
         best = max((k for k in self._prices if name.startswith(k)), key=len, default=None)
         return self._prices[best] if best else None
 

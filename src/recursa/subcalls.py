@@ -119,6 +119,7 @@ class SubCalls:
             role="sub",
             depth=self.engine.depth + 1,
             parent=parent,
+            meter=self.engine.meter,
         )
         return completion.text
 
@@ -136,7 +137,14 @@ class SubCalls:
             return await self.llm(prompt, None, parent)
         ctx = load_context(context if context is not None else prompt)
         path = f"{self.engine.path}.{next(self.engine.children)}"
-        child = Engine(self.tree, depth=depth, lm=self.tree.sub_lm, parent_span=parent, path=path)
+        child = Engine(
+            self.tree,
+            depth=depth,
+            lm=self.tree.sub_lm,
+            parent_span=parent,
+            path=path,
+            parent_meter=self.engine.meter,
+        )
         result = await child.run(prompt, ctx)
         if result.answer:
             return result.answer

@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 # Command modules, registered in this order (each defines register(app)).
-COMMAND_MODULES = ("ask", "trace", "runs")
+COMMAND_MODULES = ("ask", "trace", "runs", "view")
 
 
 def _register_all() -> None:

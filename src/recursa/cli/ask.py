@@ -160,6 +160,14 @@ def ask(
             "--cache", help="Answer repeated temperature-0 requests from the shared call cache."
         ),
     ] = False,
+    otel: Annotated[
+        bool,
+        typer.Option(
+            "--otel",
+            help="Export spans over OTLP (configured by the OTEL_EXPORTER_OTLP_* variables); "
+            "needs the otel extra.",
+        ),
+    ] = False,
 ) -> int:
     """Answer QUESTION over the given context and print the answer.
 
@@ -189,7 +197,7 @@ def ask(
             for warning in ctx.warnings:
                 err.print(f"[yellow]note:[/] {warning}")
     try:
-        result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err)
+        result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err, otel)
     except (KeyboardInterrupt, RecursaError) as exc:
         if rlm.journal and not quiet and not isinstance(exc, ConfigError):
             err.print(f"[dim]resume with: recursa ask --resume {run_id}[/]")
@@ -243,20 +251,31 @@ def _run(
     trace: Any,
     quiet: bool,
     err: Any,
+    otel: bool = False,
 ) -> Any:
-    """Run (or resume) with live progress on stderr unless quiet."""
+    """Run (or resume) with live progress on stderr unless quiet, exporting spans if asked."""
+    processors: list[Any] = []
+    exporter = None
+    if otel:
+        from recursa.trace.otel import OTelProcessor
+
+        exporter = OTelProcessor.otlp()
+        processors.append(exporter)
     if quiet:
         progress: Any = contextlib.nullcontext()
-        processors: list[Any] = []
     else:
         from recursa.cli.progress import LiveProgress
 
         progress = LiveProgress(err)
-        processors = [progress]
-    with progress:
-        if resume:
-            return rlm.resume(resume, trace=trace, processors=processors)
-        return rlm.run(question, ctx, trace=trace, run_id=run_id, processors=processors)
+        processors.append(progress)
+    try:
+        with progress:
+            if resume:
+                return rlm.resume(resume, trace=trace, processors=processors)
+            return rlm.run(question, ctx, trace=trace, run_id=run_id, processors=processors)
+    finally:
+        if exporter is not None:
+            exporter.force_flush()
 
 
 def _summary(err: Any, result: Any) -> None:

@@ -1,11 +1,21 @@
-"""Live progress on stderr: a trace processor rendered with ``rich``.
+"""Live progress on stderr: the run's tree as it grows, drawn with ``rich``.
 
-It shows the run as it grows: the current iteration of the root and of each running child, LM
-calls done and in flight, sub-calls and child runs, tokens and cost so far, and elapsed time.
+::
+
+    ⠹ iteration 3 · 14 LM calls (5 running) · 18,204 tokens (2,048 cached) · $0.0123 · 21s
+    └── cell 1: chunks = [context[i:i+50_000] for i in range(0, len(context), 50_000)]
+        └── rlm_query_batched 3/8 done, 5 in flight
+            ├── child d1 · iteration 2 · cell: hits = re.findall(r"ERROR .*", context)
+            └── … 3 more children running
+
+The processor methods run on the event loop for every span start and end, so they only update
+a few counters and dicts under a lock; the tree is built on rich's refresh thread, a few times
+a second, from a snapshot taken under the same lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -13,40 +23,83 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
+from rich.tree import Tree
 
 from recursa.trace.spans import Span
 
 __all__ = ["LiveProgress"]
 
+MAX_CHILDREN = 3  # running children drawn per sub-call; the rest are counted
+MAX_DEPTH_SHOWN = 4  # nested children drawn below the root; deeper ones are counted
+LINE = 80
+
+
+def _first_line(code: object) -> str:
+    for line in str(code or "").splitlines():
+        if line.strip():
+            s = line.strip()
+            return s if len(s) <= LINE else s[: LINE - 1] + "…"
+    return ""
+
 
 @dataclass
-class _Counts:
-    iteration: dict[int, int] = field(default_factory=dict)  # depth -> current iteration
+class _Sub:
+    """A ``llm_query*``/``rlm_query*`` call in flight."""
+
+    fn: str
+    n: int
+    done: int = 0
+    failed: int = 0
+    children: dict[str, _Run] = field(default_factory=dict)  # running child runs
+
+
+@dataclass
+class _Run:
+    """A running RLM (the root or a child)."""
+
+    depth: int
+    model: str
+    iteration: int = 0
+    last_turn: bool = False
+    cell: str = ""  # first line of the running cell; empty while the model thinks
+    cell_name: str = ""
+    subs: dict[str, _Sub] = field(default_factory=dict)
+
+
+@dataclass
+class _Totals:
     lm_done: int = 0
     lm_running: int = 0
+    lm_failed: int = 0
     sub_done: int = 0
-    sub_running: int = 0
-    children_running: int = 0
     children_done: int = 0
-    cells: int = 0
-    cell_errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0
-    last_code: str = ""
 
 
 class LiveProgress:
-    """A :class:`~recursa.trace.spans.TraceProcessor` that draws a status panel."""
+    """A :class:`~recursa.trace.spans.TraceProcessor` that draws the growing run tree."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, *, refresh_per_second: float = 8) -> None:
         self.console = console or Console(stderr=True)
-        self.counts = _Counts()
+        self.totals = _Totals()
         self.started = time.monotonic()
+        self.root: _Run | None = None
+        self._runs: dict[str, _Run] = {}  # running run span id -> run
+        self._owner: dict[str, _Run] = {}  # running iteration/cell span id -> its run
+        self._subs: dict[str, _Sub] = {}  # running sub_call span id -> sub-call
+        self._lock = threading.Lock()
         self._spinner = Spinner("dots")
         self._live = Live(
-            self, console=self.console, refresh_per_second=8, transient=True, redirect_stdout=False
+            self,
+            console=self.console,
+            refresh_per_second=refresh_per_second,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
 
     def __enter__(self) -> LiveProgress:
@@ -56,76 +109,144 @@ class LiveProgress:
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(*exc)
 
-    # ---- processor ------------------------------------------------------------------------------
+    # ---- processor (event loop: keep it cheap) ------------------------------------------------
     def on_start(self, span: Span) -> None:
-        c = self.counts
-        depth = int(span.attrs.get("depth", 0))
-        if span.kind == "iteration":
-            c.iteration[depth] = int(span.attrs.get("index", 0))
-        elif span.kind == "lm_call":
-            c.lm_running += 1
-        elif span.kind == "sub_call":
-            c.sub_running += int(span.attrs.get("n", 1))
-        elif span.kind == "run" and span.parent_id is not None:
-            c.children_running += 1
-        elif span.kind == "cell":
-            code = str(span.attrs.get("code") or "").strip()
-            c.last_code = code.splitlines()[0][:80] if code else ""
+        a, kind = span.attrs, span.kind
+        with self._lock:
+            if kind == "run":
+                run = _Run(depth=int(a.get("depth") or 0), model=str(a.get("model") or ""))
+                self._runs[span.id] = run
+                sub = self._subs.get(span.parent_id or "")
+                if sub is not None:
+                    sub.children[span.id] = run
+                elif self.root is None:
+                    self.root = run
+                    self.started = time.monotonic()
+            elif kind == "iteration":
+                run = self._runs.get(span.parent_id or "")
+                if run is not None:
+                    run.iteration = int(a.get("index") or 0)
+                    run.last_turn = bool(a.get("last_turn"))
+                    self._owner[span.id] = run
+            elif kind == "cell":
+                run = self._owner.get(span.parent_id or "")
+                if run is not None:
+                    run.cell, run.cell_name = _first_line(a.get("code")), span.name
+                    self._owner[span.id] = run
+            elif kind == "sub_call":
+                run = self._owner.get(span.parent_id or "")
+                sub = _Sub(fn=str(a.get("fn") or span.name), n=int(a.get("n") or 1))
+                self._subs[span.id] = sub
+                if run is not None:
+                    run.subs[span.id] = sub
+            elif kind == "lm_call":
+                self.totals.lm_running += 1
 
     def on_end(self, span: Span) -> None:
-        c = self.counts
-        if span.kind == "lm_call":
-            c.lm_running -= 1
-            c.lm_done += 1
-            c.input_tokens += int(span.attrs.get("input_tokens") or 0)
-            c.output_tokens += int(span.attrs.get("output_tokens") or 0)
-            cost = span.attrs.get("cost_usd")
-            if cost is None and span.status == "ok":
-                c.unpriced += 1
-            c.cost_usd += float(cost or 0.0)
-        elif span.kind == "sub_call":
-            n = int(span.attrs.get("n", 1))
-            c.sub_running -= n
-            c.sub_done += n
-        elif span.kind == "run" and span.parent_id is not None:
-            c.children_running -= 1
-            c.children_done += 1
-            c.iteration.pop(int(span.attrs.get("depth", 1)), None)
-        elif span.kind == "cell":
-            c.cells += 1
-            c.cell_errors += span.status != "ok"
+        a, kind, t = span.attrs, span.kind, self.totals
+        with self._lock:
+            if kind == "lm_call":
+                t.lm_running -= 1
+                t.lm_done += 1
+                t.input_tokens += int(a.get("input_tokens") or 0)
+                t.output_tokens += int(a.get("output_tokens") or 0)
+                t.cached_tokens += int(a.get("cached_tokens") or 0)
+                if span.status != "ok":
+                    t.lm_failed += 1
+                elif a.get("cost_usd") is None:
+                    t.unpriced += 1
+                else:
+                    t.cost_usd += float(a["cost_usd"])
+                self._item_done(span)
+            elif kind == "sub_call":
+                sub = self._subs.pop(span.id, None)
+                t.sub_done += sub.n if sub else 1
+                run = self._owner.get(span.parent_id or "")
+                if run is not None:
+                    run.subs.pop(span.id, None)
+            elif kind == "cell":
+                run = self._owner.pop(span.id, None)
+                if run is not None:
+                    run.cell = run.cell_name = ""
+            elif kind == "iteration":
+                self._owner.pop(span.id, None)
+            elif kind == "run":
+                self._runs.pop(span.id, None)
+                sub = self._subs.get(span.parent_id or "")
+                if sub is not None:
+                    sub.children.pop(span.id, None)
+                    t.children_done += 1
+                    self._item_done(span)
 
-    # ---- rendering ------------------------------------------------------------------------------
+    def _item_done(self, span: Span) -> None:
+        sub = self._subs.get(span.parent_id or "")
+        if sub is not None:
+            sub.done += 1
+            sub.failed += span.status != "ok"
+
+    # ---- rendering (rich's refresh thread) ------------------------------------------------
+    def headline(self) -> Text:
+        t, root = self.totals, self.root
+        parts: list[tuple[str, str] | str] = []
+        if root is not None:
+            its = f"iteration {root.iteration}" + (" (last turn)" if root.last_turn else "")
+            parts.append((its, "bold"))
+        calls = f"{t.lm_done} LM call{'s' if t.lm_done != 1 else ''}"
+        if t.lm_running:
+            calls += f" ({t.lm_running} running)"
+        if t.lm_failed:
+            calls += f", {t.lm_failed} failed"
+        tokens = f"{t.input_tokens + t.output_tokens:,} tokens"
+        if t.cached_tokens:
+            tokens += f" ({t.cached_tokens:,} cached)"
+        cost = f"${t.cost_usd:.4f}" + ("+?" if t.unpriced else "")
+        parts += [calls, tokens, cost]
+        if t.children_done:
+            parts.append(f"{t.children_done} child run{'s' if t.children_done != 1 else ''} done")
+        parts.append((f"{time.monotonic() - self.started:.0f}s", "dim"))
+        text = Text()
+        for i, p in enumerate(parts):
+            if i:
+                text.append(" · ", style="dim")
+            if isinstance(p, tuple):
+                text.append(*p)
+            else:
+                text.append(p)
+        return text
+
+    def _add_run(self, node: Tree, run: _Run, level: int) -> None:
+        # The root's running cell gets a line of its own; a child's sits on the child's line.
+        where = node
+        if run.cell and level == 1:
+            where = node.add(Text.assemble((f"{run.cell_name}: ", "yellow"), run.cell))
+        for sub in list(run.subs.values()):
+            running = sub.n - sub.done
+            label = Text.assemble(
+                (sub.fn, "blue"),
+                f" {sub.done}/{sub.n} done" if sub.n > 1 else (" done" if sub.done else ""),
+                (f", {running} in flight" if running > 0 else "", ""),
+                (f", {sub.failed} failed" if sub.failed else "", "red"),
+            )
+            branch = where.add(label)
+            children = list(sub.children.values())
+            for child in children[:MAX_CHILDREN]:
+                if level >= MAX_DEPTH_SHOWN:
+                    branch.add(Text("… deeper children running", style="dim"))
+                    break
+                head = Text.assemble(
+                    (f"child d{child.depth}", "magenta"),
+                    f" · iteration {child.iteration}" if child.iteration else " · starting",
+                    (f" · {child.cell}" if child.cell else "", "yellow"),
+                )
+                self._add_run(branch.add(head), child, level + 1)
+            if len(children) > MAX_CHILDREN:
+                more = len(children) - MAX_CHILDREN
+                branch.add(Text(f"… {more} more children running", style="dim"))
+
     def __rich__(self) -> RenderableType:
-        c = self.counts
-        elapsed = time.monotonic() - self.started
-        its = " ".join(
-            f"{'root' if d == 0 else f'd{d}'}:{i}" for d, i in sorted(c.iteration.items())
-        )
-        cost = f"${c.cost_usd:.4f}" + ("+?" if c.unpriced else "")
-        line = Text.assemble(
-            ("iteration ", "dim"),
-            (its or "-", "bold"),
-            ("  lm calls ", "dim"),
-            f"{c.lm_done} done",
-            (f", {c.lm_running} running" if c.lm_running else ""),
-            ("  sub-calls ", "dim"),
-            f"{c.sub_done}" + (f" (+{c.sub_running})" if c.sub_running else ""),
-            ("  children ", "dim") if c.children_done or c.children_running else "",
-            (
-                f"{c.children_done}" + (f" (+{c.children_running})" if c.children_running else "")
-                if c.children_done or c.children_running
-                else ""
-            ),
-            ("  tokens ", "dim"),
-            f"{c.input_tokens + c.output_tokens:,}",
-            ("  cost ", "dim"),
-            cost,
-            ("  ", ""),
-            (f"{elapsed:.0f}s", "dim"),
-        )
-        self._spinner.text = line
-        rows: list[RenderableType] = [self._spinner]
-        if c.last_code:
-            rows.append(Text(f"  last cell: {c.last_code}", style="dim", overflow="ellipsis"))
-        return Group(*rows)
+        with self._lock:
+            self._spinner.text = self.headline()
+            tree = Tree(self._spinner, guide_style="dim")
+            if self.root is not None:
+                self._add_run(tree, self.root, 1)
+        return Group(tree)

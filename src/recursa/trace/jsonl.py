@@ -90,12 +90,14 @@ def read_trace(path: str | Path) -> TraceFile:
     """Read and check a trace file; raise :class:`TraceError` saying what is wrong."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        # "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON
+        # written with ensure_ascii=False keeps raw inside strings.
+        lines = p.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
         raise TraceError(f"no such trace file: {p}", path=p) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"cannot read trace {p}: {exc}", path=p) from None
-    if not lines:
+    if not lines[0].strip():
         raise TraceError(f"{p} is empty; a trace starts with a header line", path=p)
     try:
         header = json.loads(lines[0])

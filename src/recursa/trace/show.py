@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.markup import escape
+from rich.table import Table
 from rich.tree import Tree
 
 from recursa.trace.jsonl import TraceFile
 from recursa.trace.spans import Span
+from recursa.trace.summary import SpanTree, TraceSummary, summarize
+from recursa.types import Usage
 
-__all__ = ["render_tree", "span_label"]
+__all__ = ["render_tree", "render_usage", "span_label"]
 
 
 def _one_line(text: Any, n: int = 90) -> str:
@@ -23,12 +27,16 @@ def _dur(span: Span) -> str:
     return "" if d is None else f" [dim]{d:.2f}s[/]"
 
 
-def span_label(span: Span, full: bool = False) -> str:
-    """A one-line rich-markup summary of a span."""
+def span_label(span: Span, full: bool = False, usage: Usage | None = None) -> str:
+    """A one-line rich-markup summary of a span.
+
+    For a ``run``, pass ``usage`` summed from the LM calls below it: the ``usage`` recorded on
+    a child run span is the whole tree's running total when the child ended.
+    """
     a = span.attrs
     err = f" [red]✗ {escape(_one_line(span.error, 120))}[/]" if span.status != "ok" else ""
     if span.kind == "run":
-        usage = a.get("usage") or {}
+        usage = usage.to_dict() if usage is not None else (a.get("usage") or {})
         head = f"[bold]{escape(span.name)}[/] {escape(str(a.get('model', '')))}"
         stop = a.get("stop_reason", "?")
         body = (
@@ -45,6 +53,8 @@ def span_label(span: Span, full: bool = False) -> str:
     if span.kind == "lm_call":
         tokens = f"{a.get('input_tokens', 0):,}→{a.get('output_tokens', 0):,} tok"
         cached = f" ({a['cached_tokens']:,} cached)" if a.get("cached_tokens") else ""
+        if a.get("source") in ("cache", "journal"):
+            cached += " [dim](cached)[/]" if a["source"] == "cache" else " [dim](replayed)[/]"
         cost = f" · ${a['cost_usd']:.5f}" if a.get("cost_usd") else ""
         label = f"[magenta]lm[/] {a.get('role', '')} {escape(span.name)} · {tokens}{cached}{cost}"
         if full and a.get("response"):
@@ -68,16 +78,33 @@ def span_label(span: Span, full: bool = False) -> str:
 
 def render_tree(trace: TraceFile, *, full: bool = False) -> Tree:
     """The trace as a rich Tree; spans whose parent is missing hang from the top."""
-    children = trace.children()
-    ids = {s.id for s in trace.spans}
+    spans = SpanTree(trace.spans)
     top = Tree(f"[bold]trace[/] {escape(str(trace.header.get('run_id') or trace.path.name))}")
-
-    def add(node: Tree, span: Span) -> None:
-        branch = node.add(span_label(span, full))
-        for child in children.get(span.id, []):
-            add(branch, child)
-
-    for span in sorted(trace.spans, key=lambda s: s.start):
-        if span.parent_id is None or span.parent_id not in ids:
-            add(top, span)
+    stack: list[tuple[Tree, Span]] = [(top, s) for s in reversed(spans.roots)]
+    while stack:  # iterative: a deep tree must not hit the recursion limit
+        node, span = stack.pop()
+        usage = spans.usage_below(span) if span.kind == "run" else None
+        branch = node.add(span_label(span, full, usage))
+        stack.extend((branch, c) for c in reversed(spans.children.get(span.id, [])))
     return top
+
+
+def render_usage(trace: TraceFile | TraceSummary) -> Table:
+    """Tokens and cost per model and per depth, summed from the trace's LM calls."""
+    summary = trace if isinstance(trace, TraceSummary) else summarize(trace.spans)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for col in ("", "calls", "input", "cached", "output", "cost"):
+        table.add_column(col, justify="left" if not col else "right")
+
+    def row(label: str, u: Usage, style: str = "") -> None:
+        priced = not (u.calls and u.unpriced_calls == u.calls)
+        cost = f"${u.cost_usd:.4f}" + ("+?" if u.unpriced_calls else "") if priced else "unpriced"
+        cells = (f"{u.calls:,}", f"{u.input_tokens:,}", f"{u.cached_tokens:,}")
+        table.add_row(escape(label), *cells, f"{u.output_tokens:,}", cost, style=style)
+
+    for model, u in sorted(summary.by_model.items()):
+        row(model, u)
+    for depth, u in sorted(summary.by_depth.items()):
+        row(f"depth {depth}", u, "dim")
+    row("total", summary.usage, "bold")
+    return table
