@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from recursa.errors import ConfigError
-from recursa.sandbox.base import CallHandler, CallRefused, Sandbox, SandboxConfig
+from recursa.sandbox.base import CallHandler, CallRefused, Sandbox, SandboxConfig, SandboxWarning
 from recursa.sandbox.process import ProcessSandbox
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ProcessSandbox",
     "Sandbox",
     "SandboxConfig",
+    "SandboxWarning",
     "available_tiers",
     "register_tier",
     "sandbox_factory",
@@ -28,6 +29,8 @@ SandboxFactory = Callable[[SandboxConfig, CallHandler], Sandbox]
 # name -> "module:attribute" of a sandbox class, imported only when used.
 _TIERS: dict[str, str] = {
     "process": "recursa.sandbox.process:ProcessSandbox",
+    "wasm": "recursa.sandbox.wasm:WasmSandbox",
+    "docker": "recursa.sandbox.docker:DockerSandbox",
 }
 # Tiers that run model code inside the host process: allowed only with trusted=True.
 _IN_PROCESS = {"inprocess": "recursa.sandbox.inprocess:InProcessSandbox"}

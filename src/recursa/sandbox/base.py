@@ -20,9 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from recursa.types import CellResult
 
-__all__ = ["CallHandler", "CallRefused", "Sandbox", "SandboxConfig"]
+__all__ = ["CallHandler", "CallRefused", "Sandbox", "SandboxConfig", "SandboxWarning"]
 
 CallHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class SandboxWarning(UserWarning):
+    """A protection the chosen sandbox tier would apply is missing on this machine."""
 
 
 class CallRefused(Exception):
@@ -54,8 +58,13 @@ class SandboxConfig:
         python: the interpreter to run the worker with (default: the host's).
         workdir: where per-run temporary folders are made (default: the system's temp dir).
         hardening: apply the OS-level protections the tier offers (seccomp, Landlock).
+        protect_host: mark the host process non-dumpable (Linux ``PR_SET_DUMPABLE``) when a
+            worker starts, so no process without CAP_SYS_PTRACE can read its memory or
+            environment through ``/proc``. Also stops core dumps and unprivileged debuggers.
         env: extra environment variables for the worker. Nothing from the host's environment is
             passed unless named here.
+        docker_image: the image the ``docker`` tier runs the worker in (it needs ``python3``).
+        max_pids: processes/threads the ``docker`` tier's container may hold.
     """
 
     memory_limit_mb: int | None = 4096
@@ -67,7 +76,10 @@ class SandboxConfig:
     python: str | None = None
     workdir: Path | None = None
     hardening: bool = True
+    protect_host: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
+    docker_image: str = "python:3.12-slim"
+    max_pids: int = 64
 
 
 @runtime_checkable

@@ -13,8 +13,8 @@ import asyncio
 import time
 from typing import Any
 
+from recursa.sandbox._support import refuse_all as _refuse_all
 from recursa.sandbox.base import CallHandler, CallRefused, SandboxConfig
-from recursa.sandbox.process import _refuse_all
 from recursa.sandbox.worker import BudgetExhaustedError, LLMQueryError, Repl, _to_text
 from recursa.types import CellResult
 

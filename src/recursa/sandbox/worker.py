@@ -285,10 +285,19 @@ class FrameChannel:
         self.fd_out = fd_out
         self.write_lock = threading.Lock()
 
+    def _read_chunk(self, n: int) -> bytes:
+        return os.read(self.fd_in, n)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd_out, view)
+            view = view[written:]
+
     def _read_exact(self, n: int) -> bytes:
         chunks = []
         while n:
-            chunk = os.read(self.fd_in, min(n, 1 << 20))
+            chunk = self._read_chunk(min(n, 1 << 20))
             if not chunk:
                 raise EOFError("host closed the channel")
             chunks.append(chunk)
@@ -302,12 +311,24 @@ class FrameChannel:
     def send(self, msg: dict) -> None:
         # Lone surrogates (from undecodable input) become "?": the host only accepts valid UTF-8.
         body = json.dumps(msg, ensure_ascii=False).encode("utf-8", errors="replace")
-        data = _HEADER.pack(len(body)) + body
         with self.write_lock:
-            view = memoryview(data)
-            while view:
-                written = os.write(self.fd_out, view)
-                view = view[written:]
+            self._write_all(_HEADER.pack(len(body)) + body)
+
+
+class CallbackChannel(FrameChannel):
+    """Frames over two blocking callables instead of file descriptors (the WebAssembly tier,
+    where the runner hands Python a synchronous read of its stdin and a write to its stdout)."""
+
+    def __init__(self, read, write) -> None:
+        super().__init__(-1, -1)
+        self._read = read
+        self._write = write
+
+    def _read_chunk(self, n: int) -> bytes:
+        return self._read(n)
+
+    def _write_all(self, data: bytes) -> None:
+        self._write(data)
 
 
 def _apply_rlimits(limits: dict) -> list[str]:
@@ -386,15 +407,19 @@ class Worker:
 
     def handle_init(self, msg: dict) -> dict:
         scratch = msg.get("scratch") or os.getcwd()
+        os.makedirs(scratch, exist_ok=True)  # exists already, except in an in-memory file system
         os.chdir(scratch)
         applied = _apply_rlimits(msg.get("rlimits") or {})
+        started = time.perf_counter()
         applied += _apply_hardening(msg.get("hardening") or {}, scratch)
+        hardening_s = time.perf_counter() - started
         self.repl = Repl(self.call, int(msg.get("max_output_chars") or 100_000))
         return {
             "type": "ready",
             "pid": os.getpid(),
             "python": sys.version.split()[0],
             "protections": applied,
+            "hardening_s": hardening_s,
         }
 
     def handle(self, msg: dict) -> dict | None:
@@ -413,7 +438,7 @@ class Worker:
             repl.set_var(str(msg["name"]), msg.get("value"))
             return {"type": "var", "name": msg["name"], "found": True, "value": None}
         if kind == "load_var":
-            value = _load_file(msg["path"], msg.get("format", "text"))
+            value = _load_value(msg)
             repl.set_var(str(msg["name"]), value)
             if msg.get("alias_parts") and isinstance(value, list):
                 for i, part in enumerate(value):
@@ -439,10 +464,17 @@ class Worker:
                 self.channel.send(reply)
 
 
-def _load_file(path: str, fmt: str):
-    # surrogatepass round-trips any Python str the host wrote, lone surrogates included.
-    with open(path, encoding="utf-8", errors="surrogatepass") as f:
-        return json.load(f) if fmt == "json" else f.read()
+def _load_value(msg: dict):
+    """A context value from a file the host wrote (``path``), or sent inline (``data``) by
+    tiers whose worker cannot see the host's files."""
+    fmt = msg.get("format", "text")
+    if "data" in msg:
+        text = msg["data"]
+    else:
+        # surrogatepass round-trips any Python str the host wrote, lone surrogates included.
+        with open(msg["path"], encoding="utf-8", errors="surrogatepass") as f:
+            text = f.read()
+    return json.loads(text) if fmt == "json" else text
 
 
 def main() -> None:
@@ -457,6 +489,23 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdin = open(os.devnull)
     Worker(FrameChannel(fd_in, fd_out)).serve()
+
+
+def serve_js() -> None:
+    """Entry point under Pyodide (the WebAssembly tier): ``wasm_runner.mjs`` registers a
+    ``_recursa_io`` module whose ``read(n)`` blocks on the runner's stdin and whose
+    ``write(data)`` writes to its stdout."""
+    import _recursa_io  # provided by the runner, only under Pyodide
+    from pyodide.ffi import to_js
+
+    channel = CallbackChannel(
+        lambda n: _recursa_io.read(n).to_bytes(), lambda data: _recursa_io.write(to_js(data))
+    )
+    sys.stdin = open(os.devnull)
+    try:
+        Worker(channel).serve()
+    except SystemExit:
+        pass
 
 
 if __name__ == "__main__":
