@@ -70,7 +70,9 @@ class RLM:
         sub_model: model for ``llm_query`` and child RLMs (default: the root model).
         limits: bounds for the run (iterations, depth, calls, tokens, cost, time...).
         base_url, api_key: passed to the providers that take them (else their env variables).
-        sandbox: isolation tier for model code (``"process"`` by default).
+        sandbox: isolation tier for model code: ``"process"`` (default: a worker process with
+            seccomp and Landlock on Linux), ``"wasm"`` (Pyodide under Deno, extra ``wasm``) or
+            ``"docker"``. ``recursa doctor`` shows what each protects on this machine.
         sandbox_config: resource limits for the sandbox.
         trusted: run model code inside this process, with no isolation. Only for code you trust.
         prompt_profile: ``"standard"``, ``"strict"``, a :class:`PromptProfile`, or ``None`` to

@@ -125,7 +125,12 @@ def ask(
         ),
     ] = False,
     sandbox: Annotated[
-        str, typer.Option("--sandbox", help="Where model code runs (see `recursa doctor`).")
+        str,
+        typer.Option(
+            "--sandbox",
+            help="Where model code runs: process (default), wasm or docker; "
+            "`recursa doctor` shows what each protects here.",
+        ),
     ] = "process",
     prices: Annotated[
         Path | None,
