@@ -104,3 +104,20 @@ def test_several_sources_make_a_list_with_named_parts(tmp_path: Path):
     assert ctx.multi
     assert ctx.value == ["alpha", "beta text"]
     assert "context_0 .. context_1" in ctx.describe()
+
+
+def test_folder_skips_special_files_and_links_leading_outside(tmp_path: Path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret from elsewhere")
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "a.txt").write_text("inside")
+    (root / "link_in.txt").symlink_to(root / "a.txt")
+    (root / "link_out.txt").symlink_to(outside)
+    (root / "zero").symlink_to("/dev/zero")
+    os.mkfifo(root / "pipe")
+    (root / "link_pipe").symlink_to(root / "pipe")
+    ctx = load_context(root)  # would hang on the FIFO, or fill memory from /dev/zero
+    assert ctx.value == {"a.txt": "inside", "link_in.txt": "inside"}
+    assert any("2 link(s) to files outside" in w for w in ctx.warnings)
+    assert any("2 special file(s)" in w for w in ctx.warnings)

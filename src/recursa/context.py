@@ -12,6 +12,7 @@ matched by any ``.gitignore`` on the way down, and binary files. Everything skip
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,10 @@ class _Ignore:
         return False
 
 
+def _names(paths: list[str], shown: int = 5) -> str:
+    return ", ".join(paths[:shown]) + (" ..." if len(paths) > shown else "")
+
+
 def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
     if not os.access(root, os.R_OK | os.X_OK):
         raise ContextError(f"cannot read folder {root}: permission denied")
@@ -202,6 +207,9 @@ def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
     files: dict[str, str] = {}
     skipped_binary = skipped_ignored = 0
     unreadable: list[str] = []
+    outside: list[str] = []  # links leading out of the folder
+    special: list[str] = []  # FIFOs, sockets, devices (or links to them)
+    real_root = root.resolve()
 
     def onerror(exc: OSError) -> None:
         unreadable.append(str(exc.filename))
@@ -229,6 +237,14 @@ def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
                 skipped_ignored += 1
                 continue
             try:
+                # A link out of the folder, or to a FIFO, socket or device (/dev/zero), would
+                # read what the user did not point at, or hang: only regular files inside count.
+                if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                    outside.append(rel)
+                    continue
+                if not stat.S_ISREG(path.stat().st_mode):
+                    special.append(rel)
+                    continue
                 data = path.read_bytes()
             except OSError:
                 unreadable.append(rel)
@@ -239,11 +255,22 @@ def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
             files[rel] = _decode(data, rel, warnings)
     if skipped_binary:
         warnings.append(f"{root}: skipped {skipped_binary:,} binary file(s)")
+    if outside:
+        warnings.append(
+            f"{root}: skipped {len(outside):,} link(s) to files outside the folder: "
+            f"{_names(outside)}"
+        )
+    if special:
+        warnings.append(
+            f"{root}: skipped {len(special):,} special file(s) (FIFOs, sockets, devices): "
+            f"{_names(special)}"
+        )
     if skipped_ignored:
         warnings.append(f"{root}: skipped {skipped_ignored:,} path(s) matched by .gitignore")
     if unreadable:
-        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
-        warnings.append(f"{root}: {len(unreadable):,} unreadable path(s) skipped: {shown}")
+        warnings.append(
+            f"{root}: {len(unreadable):,} unreadable path(s) skipped: {_names(unreadable)}"
+        )
     if not files:
         raise ContextError(f"folder {root} holds no readable text files")
     return files

@@ -7,7 +7,9 @@
     │   ├── ContextError         the input could not be loaded (missing, unreadable, empty)
     │   ├── UnknownProviderError a "provider:model" string names no registered provider
     │   ├── MissingAPIKeyError   a backend needs a key that is not set
-    │   └── MissingDependencyError  an optional extra is not installed
+    │   ├── MissingDependencyError  an optional extra is not installed
+    │   └── server.errors.RequestError  a server request is invalid (HTTP 400; subclasses for
+    │                            404 model/run not found, 413 body too large, 403 path refused)
     ├── LMError                  a model call failed after retries
     │   ├── LMAuthError          401/403: the key is wrong or lacks access
     │   ├── LMRateLimitError     429 that did not clear within the retry budget
@@ -22,6 +24,7 @@
     │   └── ProtocolError        the worker broke the frame protocol (it is killed)
     ├── LimitExceeded            a limit stopped the run (only raised when asked for)
     ├── ScriptMismatch           a ScriptedLM was called in a way its script did not expect
+    ├── server.errors.ServerBusy every run slot is taken (HTTP 429)
     ├── TraceError               a trace file could not be read
     └── JournalError             a run journal is missing or damaged (other runs are unaffected)
 

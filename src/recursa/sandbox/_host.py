@@ -30,6 +30,7 @@ from recursa.sandbox._support import Loaded as _Loaded
 from recursa.sandbox._support import exit_detail as _exit_detail
 from recursa.sandbox._support import make_run_dir as _make_run_dir
 from recursa.sandbox._support import refuse_all as _refuse_all
+from recursa.sandbox._support import within
 from recursa.sandbox._support import write_context_file as _write_context_file
 from recursa.sandbox.base import CallHandler, CallRefused, SandboxConfig
 from recursa.sandbox.protocol import encode_frame, read_frame
@@ -157,7 +158,7 @@ class WorkerHost:
         if self._proc is not None and self.alive:
             with contextlib.suppress(Exception):
                 await self._send({"type": "shutdown"})
-                await asyncio.wait_for(self._proc.wait(), timeout=1.0)
+                await within(self._proc.wait(), 1.0)
         await self._kill()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
@@ -170,7 +171,7 @@ class WorkerHost:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), timeout=5.0)
+                await within(proc.wait(), 5.0)
             # The group may hold stragglers (forks) after the leader is reaped.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -210,7 +211,7 @@ class WorkerHost:
                 self._inbox.put_nowait(msg)
         except EOFError:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), timeout=2.0)
+                await within(proc.wait(), 2.0)
             reason, detail = self._kill_reason or ("crash", _exit_detail(proc.returncode))
             dead = _Dead(reason, detail)
         except ProtocolError as exc:
@@ -235,7 +236,7 @@ class WorkerHost:
     async def _expect(self, kind: str, timeout_s: float | None) -> dict[str, Any]:
         """The next frame, which must be of ``kind``; a dead worker raises SandboxCrashed."""
         try:
-            msg = await asyncio.wait_for(self._inbox.get(), timeout=timeout_s)
+            msg = await within(self._inbox.get(), timeout_s)
         except TimeoutError:
             await self._kill()
             raise SandboxCrashed(

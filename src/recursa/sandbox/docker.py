@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from recursa.sandbox._support import Loaded
+from recursa.sandbox._support import Loaded, within
 from recursa.sandbox.base import CallHandler, SandboxConfig
 from recursa.sandbox.process import ProcessSandbox
 
@@ -166,7 +166,7 @@ class DockerSandbox(ProcessSandbox):
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
-            await asyncio.wait_for(proc.wait(), timeout=15)
+            await within(proc.wait(), 15)
         self.container = f"recursa-{secrets.token_hex(6)}"  # a restart gets a fresh name
 
     def isolation(self) -> dict[str, Any]:

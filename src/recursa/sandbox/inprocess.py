@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from recursa.sandbox._support import refuse_all as _refuse_all
+from recursa.sandbox._support import within
 from recursa.sandbox.base import CallHandler, CallRefused, SandboxConfig
 from recursa.sandbox.worker import BudgetExhaustedError, LLMQueryError, Repl, _to_text
 from recursa.types import CellResult
@@ -84,7 +85,7 @@ class InProcessSandbox:
             left = max(0.0, deadline - started)
             limit = left if limit is None else min(limit, left)
         try:
-            out = await asyncio.wait_for(asyncio.to_thread(self._repl.run_cell, code), limit)
+            out = await within(asyncio.to_thread(self._repl.run_cell, code), limit)
         except TimeoutError:
             return CellResult(
                 error="the cell timed out (in-process cells cannot be stopped; it keeps running)",

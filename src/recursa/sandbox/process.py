@@ -92,6 +92,9 @@ class ProcessSandbox(WorkerHost):
             "rlimits": self._rlimits(),
             "max_output_chars": self.config.max_captured_chars,
             "hardening": self._hardening_options(),
+            # The worker runs in its own session, so a host killed with SIGKILL would leave it
+            # behind; it asks the kernel to kill it when this process goes away.
+            "host_pid": os.getpid(),
         }
 
     def _hardening_options(self) -> dict[str, Any]:

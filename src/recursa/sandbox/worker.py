@@ -361,6 +361,26 @@ def _apply_rlimits(limits: dict) -> list[str]:
     return applied
 
 
+def _die_with_host(host_pid: int) -> list:
+    """Have Linux SIGKILL this worker when the host that started it dies (PR_SET_PDEATHSIG),
+    so a host killed mid-cell does not leave a worker running on its own."""
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return []
+    except (OSError, AttributeError, ImportError):
+        return []
+    if os.getppid() != host_pid:  # the host died before the request took effect
+        os._exit(0)
+    return ["die-with-host"]
+
+
 def _apply_hardening(options: dict, scratch: str) -> list[str]:
     """Extra protections installed by stronger tiers (seccomp, Landlock). Stub-free: a tier
     that wants them passes a module path in ``options['module']`` exposing ``apply(options)``
@@ -410,6 +430,8 @@ class Worker:
         os.makedirs(scratch, exist_ok=True)  # exists already, except in an in-memory file system
         os.chdir(scratch)
         applied = _apply_rlimits(msg.get("rlimits") or {})
+        if msg.get("host_pid"):
+            applied += _die_with_host(int(msg["host_pid"]))
         started = time.perf_counter()
         applied += _apply_hardening(msg.get("hardening") or {}, scratch)
         hardening_s = time.perf_counter() - started

@@ -1,0 +1,96 @@
+"""``recursa mcp``: the MCP server (stdio by default, streamable HTTP with --http)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recursa.cli.serve import (
+    BaseURL,
+    CellTimeout,
+    KeepRuns,
+    MaxCalls,
+    MaxCost,
+    MaxDepth,
+    MaxIterations,
+    MaxRuns,
+    MaxTokens,
+    Model,
+    NoStore,
+    Sandbox,
+    SubModel,
+    Timeout,
+    server_config,
+)
+from recursa.errors import MissingDependencyError
+
+__all__ = ["register"]
+
+
+def mcp(
+    root: Annotated[
+        list[Path],
+        typer.Option(
+            "--root",
+            "-r",
+            help="A folder `ask` may read (repeatable; default: the current folder). "
+            "Paths outside every root are refused, symlinks included.",
+            show_default=False,
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    model: Model = None,
+    sub_model: SubModel = None,
+    http: Annotated[
+        bool, typer.Option("--http", help="Serve streamable HTTP at /mcp instead of stdio.")
+    ] = False,
+    host: Annotated[str, typer.Option("--host", help="Address for --http.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port for --http.")] = 8765,
+    max_runs: MaxRuns = 2,
+    base_url: BaseURL = None,
+    sandbox: Sandbox = "process",
+    max_iterations: MaxIterations = 30,
+    max_depth: MaxDepth = 1,
+    max_cost: MaxCost = None,
+    max_calls: MaxCalls = None,
+    max_tokens: MaxTokens = None,
+    timeout: Timeout = 600.0,
+    cell_timeout: CellTimeout = 120.0,
+    no_store: NoStore = False,
+    keep_runs: KeepRuns = 1000,
+) -> None:
+    """Serve RLMs to MCP clients (Claude Desktop, Cursor, agents...) over stdio.
+
+    Tools: ask(question, paths | text) answers over files and folders under the --root folders
+    (or over text) and reports progress; ask_trace(run_id) shows what a past run did.
+    """
+    try:
+        from recursa.server.mcp_server import run_mcp
+    except ImportError as exc:
+        raise MissingDependencyError("recursa mcp", "server", exc.name) from None
+    from recursa.server.roots import Roots
+
+    roots = Roots(root or [Path.cwd()])
+    config = server_config(
+        model=model,
+        sub_model=sub_model,
+        base_url=base_url,
+        sandbox=sandbox,
+        max_runs=max_runs,
+        max_iterations=max_iterations,
+        max_depth=max_depth,
+        max_cost=max_cost,
+        max_calls=max_calls,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        cell_timeout=cell_timeout,
+        no_store=no_store,
+        keep_runs=keep_runs,
+    )
+    # Nothing may be printed to stdout here: with stdio it is the protocol channel.
+    run_mcp(config, roots, transport="streamable-http" if http else "stdio", host=host, port=port)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mcp")(mcp)

@@ -1,0 +1,247 @@
+"""``recursa serve``: the OpenAI-compatible HTTP API. Also the options ``recursa mcp`` shares."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from recursa.errors import ConfigError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from recursa.server.config import ServerConfig
+
+__all__ = ["register", "server_config"]
+
+# ---- options shared with `recursa mcp` ------------------------------------------------------
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Root model as provider:model (the model clients get as 'rlm'). "
+        "Default: $RECURSA_MODEL, else the embedded local model.",
+    ),
+]
+SubModel = Annotated[
+    str | None,
+    typer.Option("--sub-model", help="Model for llm_query and child RLMs (default: the root)."),
+]
+BaseURL = Annotated[
+    str | None,
+    typer.Option("--base-url", help="API root for OpenAI- or Anthropic-compatible model servers."),
+]
+Sandbox = Annotated[str, typer.Option("--sandbox", help="Where model code runs.")]
+MaxRuns = Annotated[
+    int,
+    typer.Option(
+        "--max-concurrent-runs", help="Runs at once; more are refused at once (HTTP 429)."
+    ),
+]
+MaxIterations = Annotated[int, typer.Option("--max-iterations", help="Root turns per RLM.")]
+MaxDepth = Annotated[int, typer.Option("--max-depth", help="How deep rlm_query may nest.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost", help="USD per run.")]
+MaxCalls = Annotated[int | None, typer.Option("--max-calls", help="LM calls per run.")]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", help="Tokens per run.")]
+Timeout = Annotated[
+    float, typer.Option("--timeout", help="Wall-clock seconds per run (requests may lower it).")
+]
+CellTimeout = Annotated[
+    float, typer.Option("--cell-timeout", help="Compute seconds per code cell.")
+]
+NoStore = Annotated[
+    bool,
+    typer.Option(
+        "--no-store",
+        help="Keep no traces or summaries of runs (they are kept in <data dir>/server-runs).",
+    ),
+]
+KeepRuns = Annotated[int, typer.Option("--keep-runs", help="Stored runs to keep (oldest go).")]
+
+
+def server_config(
+    *,
+    model: str | None,
+    sub_model: str | None,
+    base_url: str | None,
+    sandbox: str,
+    max_runs: int,
+    max_iterations: int,
+    max_depth: int,
+    max_cost: float | None,
+    max_calls: int | None,
+    max_tokens: int | None,
+    timeout: float,
+    cell_timeout: float,
+    no_store: bool,
+    keep_runs: int,
+    **extra: Any,
+) -> ServerConfig:
+    """A checked :class:`~recursa.server.config.ServerConfig` from command-line values."""
+    from recursa.limits import Limits
+    from recursa.server.config import ServerConfig
+
+    limits = Limits(
+        max_iterations=max_iterations,
+        max_depth=max_depth,
+        max_llm_calls=max_calls,
+        max_tokens=max_tokens,
+        max_cost_usd=max_cost,
+        timeout_s=timeout,
+        cell_timeout_s=cell_timeout,
+    )
+    options: dict[str, Any] = {"sandbox": sandbox}
+    if base_url:
+        options["base_url"] = base_url
+    config = ServerConfig(
+        model=model,
+        sub_model=sub_model,
+        limits=limits,
+        max_concurrent_runs=max_runs,
+        store_runs=not no_store,
+        keep_runs=keep_runs,
+        rlm_options=options,
+        **extra,
+    )
+    _check_models(config)
+    return config
+
+
+def _check_models(config: ServerConfig) -> None:
+    """Fail at start, not on every request, when a configured model cannot be built."""
+    from recursa.lm.registry import parse_model
+    from recursa.rlm import RLM
+
+    for choice in config.model_names().values():
+        # The embedded model is built lazily and may need to fetch weights: not at start.
+        if parse_model(choice.root)[0] == "local":
+            continue
+        try:
+            RLM(choice.root, choice.sub, **dict(config.rlm_options))
+        except ConfigError as exc:
+            raise ConfigError(
+                f"model {choice.name!r} ({choice.root}) cannot be used: {exc}"
+            ) from exc
+
+
+def need_server_extra(feature: str) -> None:
+    try:
+        import sse_starlette  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(feature, "server", exc.name) from None
+
+
+def _aliases(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, spec = value.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise ConfigError(
+                f"--alias {value!r}: write NAME=PROVIDER:MODEL, e.g. fast=openai:gpt-5-mini"
+            )
+        out[name.strip()] = spec.strip()
+    return out
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free one).")] = 8000,
+    model: Model = None,
+    sub_model: SubModel = None,
+    alias: Annotated[
+        list[str],
+        typer.Option(
+            "--alias",
+            help="Another model name clients may send: NAME=PROVIDER:MODEL (repeatable).",
+            show_default=False,
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    fixed_models: Annotated[
+        bool,
+        typer.Option(
+            "--fixed-models", help="Refuse rlm:PROVIDER:MODEL names: only 'rlm' and aliases."
+        ),
+    ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="RECURSA_SERVER_API_KEY",
+            help="Require 'Authorization: Bearer KEY' on every request ($RECURSA_SERVER_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress", help="Stream progress chunks by default (requests may turn them off)."
+        ),
+    ] = False,
+    max_runs: MaxRuns = 4,
+    max_body_mb: Annotated[
+        float, typer.Option("--max-body-mb", help="Largest request body, in MiB (413 past it).")
+    ] = 32.0,
+    base_url: BaseURL = None,
+    sandbox: Sandbox = "process",
+    max_iterations: MaxIterations = 30,
+    max_depth: MaxDepth = 1,
+    max_cost: MaxCost = None,
+    max_calls: MaxCalls = None,
+    max_tokens: MaxTokens = None,
+    timeout: Timeout = 600.0,
+    cell_timeout: CellTimeout = 120.0,
+    no_store: NoStore = False,
+    keep_runs: KeepRuns = 1000,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="uvicorn log level: debug, info, warning, error.")
+    ] = "info",
+) -> None:
+    """Serve RLMs behind an OpenAI-compatible API: POST /v1/chat/completions, GET /v1/models.
+
+    The conversation is the context (it goes into the REPL); the last user message is the
+    question. Model names: 'rlm' (the --model), aliases, or 'rlm:PROVIDER:MODEL'. Requests may
+    tighten limits with an extra body field, e.g. {"recursa": {"max_iterations": 5}}.
+    """
+    need_server_extra("recursa serve")
+    from rich.console import Console
+
+    from recursa.server.openai_api import serve as run_server
+
+    if max_body_mb <= 0:
+        raise ConfigError("--max-body-mb must be positive")
+    config = server_config(
+        model=model,
+        sub_model=sub_model,
+        base_url=base_url,
+        sandbox=sandbox,
+        max_runs=max_runs,
+        max_iterations=max_iterations,
+        max_depth=max_depth,
+        max_cost=max_cost,
+        max_calls=max_calls,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        cell_timeout=cell_timeout,
+        no_store=no_store,
+        keep_runs=keep_runs,
+        aliases=_aliases(alias),
+        open_models=not fixed_models,
+        api_key=api_key,
+        progress=progress,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+    )
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err.print(
+            f"[yellow]warning:[/] listening on {host} with no --api-key: anyone who can reach "
+            "this port can spend your model budget"
+        )
+    err.print(f"[dim]default model (rlm): {config.default_model}[/]")
+    run_server(config, host=host, port=port, log_level=log_level.lower())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
