@@ -16,8 +16,8 @@ from recursa.testing import FakeLLMServer
 
 N = 50
 BATCH = (
-    "```repl\nanswers = llm_query_batched([f'item {i}' for i in range(%d)])\n"
-    "total = sum(int(a.split()[-1]) for a in answers)\nprint('batch done', total)\n```" % N
+    f"```repl\nanswers = llm_query_batched([f'item {{i}}' for i in range({N})])\n"
+    "total = sum(int(a.split()[-1]) for a in answers)\nprint('batch done', total)\n```"
 )
 
 
@@ -59,10 +59,28 @@ def test_kill_9_during_a_batch_then_resume(tmp_path):
     env = {**os.environ, "RECURSA_DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": "k"}
     run_id = None
     with FakeLLMServer(responder=reply, latency_s=0.15) as srv:
-        cmd = [sys.executable, "-m", "recursa", "ask", "-q", "--model", "openai:fake-model",
-               "--base-url", srv.base_url, "--concurrency", "4", "--context", "-"]
-        proc = subprocess.Popen([*cmd, "What is the total?"], env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cmd = [
+            sys.executable,
+            "-m",
+            "recursa",
+            "ask",
+            "-q",
+            "--model",
+            "openai:fake-model",
+            "--base-url",
+            srv.base_url,
+            "--concurrency",
+            "4",
+            "--context",
+            "-",
+        ]
+        proc = subprocess.Popen(
+            [*cmd, "What is the total?"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         proc.stdin.write(b"numbers from 0 to 49, one per item")
         proc.stdin.close()
         runs = tmp_path / "data" / "runs"
@@ -82,7 +100,9 @@ def test_kill_9_during_a_batch_then_resume(tmp_path):
 
         resumed = subprocess.run(
             [sys.executable, "-m", "recursa", "ask", "-q", "--resume", run_id],
-            env=env, capture_output=True, timeout=120,
+            env=env,
+            capture_output=True,
+            timeout=120,
         )
         assert resumed.returncode == 0, resumed.stderr.decode()
         assert resumed.stdout.decode().strip() == str(sum(range(N)))
