@@ -61,11 +61,11 @@ def test_bare_final_after_code_is_accepted_and_resolves_variables():
 
 def test_strict_profile_refuses_an_answer_before_any_code_ran():
     rlm = make_rlm(
-        ["FINAL(99)", repl("print(context.count('filler'))"), "FINAL(4000)"],
+        ["FINAL(99)", repl("n = context.count('filler')\nprint(n)"), "FINAL(n)"],
         prompt_profile="strict",
     )
     r = rlm.run("How many filler lines?", NEEDLE_CTX)
-    assert r.answer == "4000"
+    assert r.answer == str(NEEDLE_CTX.count("filler"))
     assert r.iterations == 3
     assert STRICT.final_before_code in last_user(rlm.root_lm, 1)
 
@@ -283,3 +283,44 @@ def test_trusted_in_process_sandbox_is_explicit():
     import os
 
     assert rlm.run("q", "ctx").answer == str(os.getpid())
+
+
+def test_strict_profile_checks_a_final_given_in_the_first_code_block_once():
+    guess = repl("FINAL('WORD')")  # a small model's guess before it has seen anything
+    rlm = make_rlm([guess, guess], prompt_profile="strict")
+    r = rlm.run("What is the code?", NEEDLE_CTX)
+    assert STRICT.final_unverified in last_user(rlm.root_lm, 1)
+    assert r.answer == "WORD"  # asked again, the model insists: accepted the second time
+    assert r.iterations == 2
+
+
+def test_strict_profile_sends_back_an_answer_no_output_showed():
+    rlm = make_rlm(
+        [
+            repl("print(context.count('vault'))"),
+            "FINAL(1970)",
+            repl("print('1970?')"),
+            "FINAL(1970)",
+        ],
+        prompt_profile="strict",
+    )
+    r = rlm.run("What year?", NEEDLE_CTX)
+    assert 'Your answer "1970" does not appear in any output' in last_user(rlm.root_lm, 2)
+    assert r.answer == "1970"
+    assert r.iterations == 4
+
+
+def test_strict_profile_accepts_an_answer_the_output_showed():
+    rlm = make_rlm(
+        [repl("i = context.find('access code')\nprint(context[i:i+30])"), "FINAL(7315)"],
+        prompt_profile="strict",
+    )
+    r = rlm.run("What is the access code?", NEEDLE_CTX)
+    assert r.answer == "7315"
+    assert r.iterations == 2
+
+
+def test_standard_profile_never_sends_an_answer_back():
+    r = make_rlm([repl("FINAL('WORD')")], prompt_profile="standard").run("q", NEEDLE_CTX)
+    assert r.answer == "WORD"
+    assert r.iterations == 1

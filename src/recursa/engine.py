@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from recursa.context import Context
 from recursa.errors import LimitExceeded, RecursaError
 from recursa.gate import LMGate, clip
-from recursa.limits import Budget, BudgetExhausted, Limits, UsageMeter
+from recursa.limits import DEFAULT_OUTPUT_CHARS, Budget, BudgetExhausted, Limits, UsageMeter
 from recursa.lm.base import LM
 from recursa.parsing import find_code_blocks, find_final, strip_code_blocks
 from recursa.prompts import PromptProfile, profile_for
@@ -73,12 +73,18 @@ class _State:
     code_ran: bool = False
     candidate: str = ""  # best partial answer so far
     seen: dict[str, str] = field(default_factory=dict)  # code hash -> output hash
+    shown: str = ""  # every output so far, lower-cased with whitespace folded (capped)
+    pushed_back: bool = False  # a FINAL was already sent back once for checking
 
 
 @dataclass(frozen=True)
 class _Step:
     final: str | None = None
     feedback: str = ""
+
+
+# How much of the outputs a run keeps for checking answers against (characters).
+_SHOWN_CAP = 2_000_000
 
 
 def _digest(text: str) -> str:
@@ -120,6 +126,12 @@ class Engine:
         self.children = itertools.count(1)
         self.meter = UsageMeter(parent_meter)  # this RLM's subtree: its turns, calls, children
         self.profile = tree.config.profile or profile_for(lm.name)
+        # Output shown per turn: the limit if set, else what the model reads comfortably.
+        self.output_chars = (
+            tree.config.limits.max_output_chars
+            or getattr(lm, "recommended_output_chars", None)
+            or DEFAULT_OUTPUT_CHARS
+        )
         self.state = _State()
         self.cell_span: Span | None = None  # parent for sub-call spans made by the running cell
         self.run_span: Span | None = None
@@ -268,8 +280,31 @@ class Engine:
         return step
 
     # ---- one reply -----------------------------------------------------------------------------
+    def _remember(self, output: str) -> None:
+        st = self.state
+        if len(st.shown) < _SHOWN_CAP:
+            st.shown += " " + " ".join(output.split()).lower()
+
+    def _check_final(self, answer: str, *, saw_output: bool, last_turn: bool) -> str | None:
+        """Under a profile that asks for it, send a FINAL back once for checking when the model
+        had seen no output yet, or when the answer appears in none of the outputs (small
+        models guess a plausible value after a search found nothing). Returns the feedback,
+        or ``None`` to accept the answer."""
+        st, profile = self.state, self.profile
+        if not profile.require_code_before_final or last_turn or st.pushed_back:
+            return None
+        norm = " ".join(answer.split()).lower()
+        if saw_output and (not norm or len(norm) > 300 or norm in st.shown):
+            return None
+        st.pushed_back = True
+        st.candidate = answer
+        if not saw_output:
+            return profile.final_unverified
+        return profile.final_unseen.format(answer=answer[:200])
+
     async def _step(self, text: str, sandbox: Sandbox, span: Span, *, last_turn: bool) -> _Step:
         st, profile = self.state, self.profile
+        saw_output = st.code_ran  # before this reply's code: has the model seen any output?
         blocks = find_code_blocks(text)
         bare = find_final(text)
         prose = strip_code_blocks(text).strip()
@@ -283,7 +318,9 @@ class Engine:
                 st.candidate = bare.text()
                 st.consecutive_errors += 1
                 return _Step(feedback=profile.final_before_code)
-            return _Step(final=await self._resolve_bare(bare, sandbox))
+            answer = await self._resolve_bare(bare, sandbox)
+            pushback = self._check_final(answer, saw_output=saw_output, last_turn=last_turn)
+            return _Step(feedback=pushback) if pushback else _Step(final=answer)
         outputs: list[str] = []
         any_ok = False
         repeated = True
@@ -296,8 +333,14 @@ class Engine:
             repeated = repeated and st.seen.get(code_hash) == out_hash
             st.seen[code_hash] = out_hash
             outputs.append(shown)
+            self._remember(res.stdout)
             if res.final is not None:
-                return _Step(final=res.final)
+                pushback = self._check_final(res.final, saw_output=saw_output, last_turn=last_turn)
+                if pushback is None:
+                    return _Step(final=res.final)
+                outputs.append(pushback)
+                bare = None  # the reply's answer is being checked already
+                break
             if res.fatal:
                 await sandbox.restart()
                 break
@@ -306,10 +349,15 @@ class Engine:
             name = bare.name()
             value = await sandbox.get_var(name) if name else None
             if value is not None or last_turn or not profile.require_code_before_final:
-                return _Step(final=value if value is not None else bare.text())
-            st.candidate = bare.text()
-            outputs.append(profile.final_unverified)
-        limit = self.tree.config.limits.max_output_chars
+                answer = value if value is not None else bare.text()
+                pushback = self._check_final(answer, saw_output=saw_output, last_turn=last_turn)
+                if pushback is None:
+                    return _Step(final=answer)
+                outputs.append(pushback)
+            else:
+                st.candidate = bare.text()
+                outputs.append(profile.final_unverified)
+        limit = self.output_chars
         feedback = _truncate("\n\n".join(outputs), limit)
         nudge = profile.repeated_code if repeated else profile.after_output
         return _Step(feedback=f"{feedback}\n\n{nudge}")
@@ -339,7 +387,7 @@ class Engine:
             self.cell_span,
             replay_diverged=diverged,
             error=res.error.splitlines()[-1][:500] if res.error else None,
-            stdout=clip(res.stdout, limits.max_output_chars),
+            stdout=clip(res.stdout, self.output_chars),
             traceback=clip(res.error or "", 8000) or None,
             final=res.final,
             fatal=res.fatal,

@@ -24,6 +24,7 @@ from recursa.types import StopReason, Usage
 __all__ = ["Budget", "BudgetExhausted", "Limits", "UsageMeter", "approx_tokens"]
 
 CHARS_PER_TOKEN = 4
+DEFAULT_OUTPUT_CHARS = 20_000
 
 
 def approx_tokens(n_chars: int) -> int:
@@ -44,7 +45,8 @@ class Limits:
         timeout_s: wall clock for the whole run, enforced while cells and sub-calls run too.
         max_consecutive_errors: iterations in a row whose code all failed before the run stops.
         max_output_chars: REPL output shown to the model per iteration; the rest is cut with a
-            marker saying how much.
+            marker saying how much. ``None``: the root model's own suggestion
+            (``recommended_output_chars``, lower for small local models), else 20 000.
         cell_timeout_s: compute time of one code cell (time spent waiting for sub-calls does not
             count); past it the worker is killed and restarted.
         max_concurrency: LM calls in flight at once across the tree.
@@ -60,7 +62,7 @@ class Limits:
     max_cost_usd: float | None = None
     timeout_s: float | None = None
     max_consecutive_errors: int = 5
-    max_output_chars: int = 20_000
+    max_output_chars: int | None = None
     cell_timeout_s: float = 120.0
     max_concurrency: int = 16
     final_answer_turn: bool = True
@@ -70,7 +72,6 @@ class Limits:
         positive = {
             "max_iterations": self.max_iterations,
             "max_consecutive_errors": self.max_consecutive_errors,
-            "max_output_chars": self.max_output_chars,
             "max_concurrency": self.max_concurrency,
         }
         optional = {
@@ -79,6 +80,7 @@ class Limits:
             "max_cost_usd": self.max_cost_usd,
             "timeout_s": self.timeout_s,
             "cell_timeout_s": self.cell_timeout_s,
+            "max_output_chars": self.max_output_chars,
         }
         for name, value in positive.items():
             if value < 1:

@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 # Command modules, registered in this order (each defines register(app)).
-COMMAND_MODULES = ("ask", "trace", "runs", "view", "serve", "mcp", "doctor")
+COMMAND_MODULES = ("ask", "trace", "runs", "view", "serve", "mcp", "doctor", "models")
 
 
 def _register_all() -> None:
@@ -44,9 +44,11 @@ _register_all()
 
 def _fail(message: str, code: int) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
+    # Escaped: messages quote install commands like pip install 'recursa[local]'.
     Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/] {message}", markup=True
+        f"[bold red]error:[/] {escape(message)}", markup=True
     )
     return code
 

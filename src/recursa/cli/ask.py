@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from recursa.errors import ConfigError, ContextError, RecursaError
 
@@ -108,9 +109,13 @@ def ask(
         int, typer.Option("--concurrency", help="LM calls in flight at once.")
     ] = 16,
     max_output_chars: Annotated[
-        int,
-        typer.Option("--max-output-chars", help="REPL output shown to the model per iteration."),
-    ] = 20_000,
+        int | None,
+        typer.Option(
+            "--max-output-chars",
+            help="REPL output shown to the model per iteration (default: the model's own "
+            "suggestion, else 20000).",
+        ),
+    ] = None,
     temperature: Annotated[
         float | None, typer.Option("--temperature", help="Sampling temperature.")
     ] = None,
@@ -200,7 +205,7 @@ def ask(
         run_id = new_run_id()
         if not quiet:
             for warning in ctx.warnings:
-                err.print(f"[yellow]note:[/] {warning}")
+                err.print(f"[yellow]note:[/] {escape(warning)}")
     try:
         result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err, otel)
     except (KeyboardInterrupt, RecursaError) as exc:
@@ -298,13 +303,12 @@ def _summary(err: Any, result: Any) -> None:
             f"{result.cache_hits} from the cache (saved ${result.saved_usd:.4f})[/]"
         )
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     if result.partial:
-        err.print(
-            f"[yellow]stopped before a final answer:[/] {result.detail or result.stop_reason}"
-        )
+        why = escape(result.detail or result.stop_reason)
+        err.print(f"[yellow]stopped before a final answer:[/] {why}")
     if result.trace_path:
-        err.print(f"[dim]run {result.run_id} · trace: {result.trace_path}[/]")
+        err.print(f"[dim]run {result.run_id} · trace: {escape(str(result.trace_path))}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ import warnings
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 __all__ = ["collect", "register"]
 
@@ -95,7 +96,7 @@ def _render(report: dict[str, Any]) -> None:
     if proc.get("protections"):
         console.print("process tier in force: " + ", ".join(proc["protections"]))
     for msg in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {msg}")
+        console.print(f"[yellow]warning:[/] {escape(msg)}")
 
 
 def doctor(

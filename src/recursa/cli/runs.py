@@ -7,6 +7,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 __all__ = ["cache_app", "register", "runs_app"]
 
@@ -80,12 +81,12 @@ def show_cmd(
     c = Console(highlight=False)
     result = info["result"] or {}
     c.print(f"[bold]{run_id}[/]  {info['status']}  started {info['started']}")
-    c.print(f"[cyan]Q:[/] {info['question']}")
+    c.print(f"[cyan]Q:[/] {escape(str(info['question']))}")
     if result.get("answer"):
-        c.print(f"[green]A:[/] {result['answer']}")
-    c.print(f"{calls} LM responses and {cells} cells journaled · folder {info['folder']}")
+        c.print(f"[green]A:[/] {escape(str(result['answer']))}")
+    c.print(f"{calls} LM responses and {cells} cells journaled · folder {escape(info['folder'])}")
     if info["trace"]:
-        c.print(f"trace: {info['trace']}  (`recursa trace show {info['trace']}`)")
+        c.print(escape(f"trace: {info['trace']}  (`recursa trace show {info['trace']}`)"))
     if info["status"] not in ("final", "stopped"):
         c.print(f"resume with: recursa ask --resume {run_id}")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 __all__ = ["register", "trace_app"]
 
@@ -90,7 +91,7 @@ def export(
         f"written to {sft}"
     )
     for reason, count in report.skipped.most_common():
-        err.print(f"[dim]skipped {count}: {reason}[/]")
+        err.print(f"[dim]skipped {count}: {escape(reason)}[/]")
 
 
 def register(app: typer.Typer) -> None:

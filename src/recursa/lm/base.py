@@ -53,6 +53,8 @@ class BaseLM:
 
     name: str = "base"
     recommended_chunk_chars: int | None = None
+    # How much REPL output per turn the model reads comfortably (None: the engine's default).
+    recommended_output_chars: int | None = None
     # True when the backend decodes greedily unless told otherwise, so a request without a
     # temperature has one fixed answer and may be served from the call cache.
     greedy_by_default: bool = False

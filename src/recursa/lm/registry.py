@@ -1,8 +1,9 @@
 """One registry from ``provider:model`` strings to LM backends.
 
-Built in: ``openai:``, ``ollama:``, ``anthropic:``, ``litellm:``, ``scripted:FILE``. Other packages
-add providers with :func:`register_provider` or the ``recursa.providers`` entry-point group
-(each entry point names a factory ``(model, options, env) -> LM``).
+Built in: ``openai:``, ``ollama:``, ``anthropic:``, ``litellm:``, ``scripted:FILE``, ``local``
+(the embedded llama.cpp model). Other packages add providers with :func:`register_provider` or
+the ``recursa.providers`` entry-point group (each entry point names a factory
+``(model, options, env) -> LM``).
 
 This module and the CLI are the only places that read provider environment variables.
 """
@@ -13,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from recursa.errors import ConfigError, MissingAPIKeyError, UnknownProviderError
 from recursa.lm._http import RetryPolicy
@@ -131,7 +133,7 @@ def _openai(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
 def _ollama(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
     from recursa.lm.openai import OpenAIChatLM
 
-    host = options.base_url or env.get("OLLAMA_HOST") or "http://localhost:11434"
+    host = options.base_url or _ollama_host(env.get("OLLAMA_HOST"))
     if not host.startswith(("http://", "https://")):
         host = f"http://{host}"
     base_url = host.rstrip("/")
@@ -141,6 +143,23 @@ def _ollama(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
     if options.timeout_s:
         kwargs["timeout_s"] = options.timeout_s
     return OpenAIChatLM(_need_model("ollama", model), **kwargs, **options.extra)
+
+
+def _ollama_host(value: str | None) -> str:
+    """``OLLAMA_HOST`` read the way Ollama's own clients read it: a host without a scheme and
+    port (``0.0.0.0``, often set for the server) means http on port 11434, not port 80."""
+    if not value:
+        return "http://localhost:11434"
+    if "://" in value:
+        return value
+    parts = urlsplit(f"http://{value}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"OLLAMA_HOST={value!r} is not HOST[:PORT]") from exc
+    if port is None:
+        parts = parts._replace(netloc=f"{parts.netloc}:11434")
+    return urlunsplit(parts)
 
 
 def _anthropic(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
@@ -172,6 +191,12 @@ def _litellm(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM
     )
 
 
+def _local(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    from recursa.lm.local import local_from_env  # llama_cpp itself loads on the first call
+
+    return local_from_env(model, options, env)
+
+
 def _scripted(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
     from recursa.lm.scripted import ScriptedLM
 
@@ -186,5 +211,6 @@ for _name, _factory in (
     ("anthropic", _anthropic),
     ("litellm", _litellm),
     ("scripted", _scripted),
+    ("local", _local),
 ):
     register_provider(_name, _factory)

@@ -43,8 +43,9 @@ _SUBCALL_DOC = (
     "helper that has its own REPL; returns its answer.\n"
 )
 _SUBCALL_DOC_STRICT = (
-    "- `llm_query(prompt)`: ask a language model about a short piece of text (at most "
-    "${sub_chars} characters); returns a string.\n"
+    "- `llm_query(prompt)`: ask a language model about a piece of text you put in the prompt "
+    "(at most ${sub_chars} characters); returns its answer as a string. Use it only when the "
+    "answer needs reading, not searching.\n"
     "- `llm_query_batched(prompts)`: the same for a list of prompts, faster than a loop.\n"
 )
 _SUBCALL_METHOD = (
@@ -66,13 +67,14 @@ print(answers[:3])
 ```
 """
 _SUBCALL_EXAMPLE_STRICT = """
-Ask a language model about each chunk:
+Question: Which parts of the text complain about the weather? (this needs reading)
 ```repl
-chunks = [context[i:i + 20000] for i in range(0, len(context), 20000)]
-prompts = ["Does this text mention the secret? Answer briefly.\\n" + c for c in chunks]
-answers = llm_query_batched(prompts)
+size = ${sub_chars_plain}
+chunks = [context[i:i + size] for i in range(0, len(context), size)]
+q = "Does this text complain about the weather? Answer yes or no, then quote it.\\n"
+answers = llm_query_batched([q + c for c in chunks])
 for k, a in enumerate(answers):
-    print(k, a[:100])
+    print(k, a[:150])
 ```
 """
 
@@ -91,6 +93,8 @@ class PromptProfile:
     final_unverified: str
     repeated_code: str
     final_turn: str
+    # Said once when a FINAL's text appears in no output the model has seen ({answer}).
+    final_unseen: str = ""
 
     def system(self, *, context_hint: str, sub_calls: bool, sub_chars: int) -> str:
         strict = self.name == "strict"
@@ -102,6 +106,8 @@ class PromptProfile:
                 _SUBCALL_METHOD,
                 (_SUBCALL_EXAMPLE_STRICT if strict else _SUBCALL_EXAMPLE),
             )
+            # The strict example's chunk size is the sub model's (copyable code must be right).
+            example = Template(example).safe_substitute(sub_chars_plain=str(sub_chars))
         else:
             doc, method, example = "", _NO_SUBCALL_METHOD, ""
         return render(
@@ -156,10 +162,16 @@ STRICT = PromptProfile(
     name="strict",
     system_template="strict_system",
     require_code_before_final=True,
-    first_step="Write one ```repl block that searches `context` for what the question asks.",
+    first_step=(
+        "Write one ```repl block. To find a fact, copy the code of the first example and "
+        "search for the rarest word of this question instead of Whitfield (a name, an id, an "
+        "unusual word, copied exactly)."
+    ),
     after_output=(
-        "If the output above contains the answer, reply with a ```repl block that calls "
-        'FINAL("the answer"). Otherwise write one new ```repl block that searches differently.'
+        "Read the output above. If it contains the answer, reply with FINAL and the answer "
+        "itself inside the quotes. If not, write one new ```repl block: search for another "
+        "word of the question, or read the text in chunks with llm_query_batched if it is "
+        "available."
     ),
     no_code=(
         "Your reply had no ```repl block. Reply with exactly one ```repl block of Python code."
@@ -170,14 +182,22 @@ STRICT = PromptProfile(
     ),
     final_unverified=(
         "You called FINAL before you saw the output. Read the output above. If it contains the "
-        'answer, reply with a ```repl block: FINAL("the answer").'
+        "answer, reply with FINAL and the answer itself inside the quotes."
     ),
     repeated_code=(
-        "You already ran this exact code and its output is above. Do not repeat it. If the "
-        'output contains the answer, reply FINAL("the answer") in a ```repl block. Otherwise '
-        "search for different words."
+        "You ran this exact code before and got the same output: do not run it again. If the "
+        "output contains the answer, reply with FINAL and the answer itself inside the quotes. "
+        "Otherwise search for a different word of the question, or, when searching cannot "
+        "answer it, read the text in chunks with llm_query_batched if it is available."
     ),
-    final_turn='You have no turns left. Reply with one line: FINAL("your best answer").',
+    final_turn=(
+        "You have no turns left. Reply with one line: FINAL and your best answer inside the quotes."
+    ),
+    final_unseen=(
+        'Your answer "{answer}" does not appear in any output so far, so nothing shows it is '
+        "right. Write one ```repl block that searches `context` for it, or for another word of "
+        "the question, and prints what it finds. Then answer."
+    ),
 )
 
 PROFILES: dict[str, PromptProfile] = {"standard": STANDARD, "strict": STRICT}

