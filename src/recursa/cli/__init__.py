@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 # Command modules, registered in this order (each defines register(app)).
-COMMAND_MODULES = ("ask", "trace", "runs", "view", "serve", "mcp", "doctor", "models")
+COMMAND_MODULES = ("ask", "trace", "runs", "view", "serve", "mcp", "doctor", "models", "bench")
 
 
 def _register_all() -> None:

@@ -1,0 +1,277 @@
+"""``recursa bench``: run the long-context benchmarks and report on them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["bench_app", "register"]
+
+bench_app = typer.Typer(
+    help="Long-context benchmarks: RLM against direct, RAG and summarising baselines.",
+    no_args_is_help=True,
+)
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@bench_app.command("run")
+def run_cmd(
+    benchmark: Annotated[
+        list[str],
+        typer.Option(
+            "--benchmark",
+            "-b",
+            help="Benchmark(s), repeated or comma-separated (`recursa bench list`).",
+        ),
+    ],
+    lengths: Annotated[
+        str, typer.Option("--lengths", help="Context lengths in tokens (~4 characters each).")
+    ] = "8k,32k",
+    methods: Annotated[
+        str,
+        typer.Option("--methods", help="direct, rag, summarize, rlm-nosub, rlm, rlm-depth2."),
+    ] = "direct,rag,rlm",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model for every method (default: $RECURSA_MODEL, else the embedded local model).",
+        ),
+    ] = None,
+    sub_model: Annotated[
+        str | None, typer.Option("--sub-model", help="The RLM's sub-call model.")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Tasks per benchmark and length.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency",
+            help="Tasks in flight (default: 1 for local models, "
+            "which run one call at a time anyway, else 4).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder; an existing one is resumed (default: bench-runs/<time>).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Folder with trec/ and longbench2-codeqa/ "
+            "($RECURSA_BENCH_DATA, else shared/data beside the checkout).",
+        ),
+    ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            "--window",
+            help="The model's context window in tokens, for `direct` "
+            "(default: what the backend says).",
+        ),
+    ] = None,
+    rag_tokens: Annotated[
+        int, typer.Option("--rag-tokens", help="Tokens of retrieved text `rag` sends.")
+    ] = 2048,
+    max_iterations: Annotated[
+        int, typer.Option("--max-iterations", help="Root turns per RLM.")
+    ] = 15,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option("--task-timeout", help="Wall-clock limit per task and method, seconds."),
+    ] = None,
+    max_output_tokens: Annotated[
+        int | None, typer.Option("--max-output-tokens", help="Per call (default: backend's).")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not use the shared call cache.")
+    ] = False,
+    sandbox: Annotated[str, typer.Option("--sandbox", help="process, wasm or docker.")] = "process",
+    prices: Annotated[
+        Path | None, typer.Option("--prices", help="JSON/TOML file extending the price table.")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="API root of a compatible server.")
+    ] = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write report.md and plots at the end.")
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+) -> int:
+    """Run BENCHMARK(s) x LENGTHS x METHODS; one JSONL row per (task, method) in the run folder.
+
+    Rerun the same command with the same --out to resume: finished rows are skipped.
+    """
+    from rich.console import Console
+
+    from recursa.bench.data import find_data_dir
+    from recursa.bench.harness import BenchConfig
+    from recursa.bench.methods import build_env, parse_methods
+    from recursa.bench.tasks import parse_lengths
+    from recursa.cache import CallCache
+    from recursa.cli.ask import price_table
+    from recursa.limits import Limits
+    from recursa.lm.base import ProviderOptions
+    from recursa.lm.registry import parse_model
+    from recursa.rlm import default_model_spec
+
+    console = Console(stderr=True, highlight=False)
+    spec = model or default_model_spec()
+    local = parse_model(spec)[0] == "local"
+    config = BenchConfig(
+        benchmarks=tuple(_split(benchmark)),
+        lengths=tuple(parse_lengths(lengths)),
+        methods=tuple(parse_methods(methods)),
+        out_dir=out or Path("bench-runs") / time.strftime("%Y%m%d-%H%M%S"),
+        n=n,
+        seed=seed,
+        concurrency=concurrency or (1 if local else 4),
+        data_dir=find_data_dir(data_dir),
+        extra={
+            "rag_tokens": rag_tokens,
+            "max_iterations": max_iterations,
+            "task_timeout": task_timeout,
+            "cache": not no_cache,
+            "sandbox": sandbox,
+        },
+    )
+    limits = Limits(max_iterations=max_iterations, timeout_s=task_timeout)
+    env = build_env(
+        spec,
+        sub_model,
+        window=window,
+        options=ProviderOptions(base_url=base_url),
+        limits=limits,
+        prices=price_table(prices),
+        cache=None if no_cache else CallCache(),
+        max_output_tokens=max_output_tokens,
+        rag_tokens=rag_tokens,
+        sandbox=sandbox,
+    )
+    console.print(
+        f"[dim]run folder {config.out_dir} · model {env.root_lm.name} · window "
+        f"{env.window_tokens:,} tokens ({env.window_source})[/]"
+    )
+    progress = None if quiet else _Progress(console)
+    with progress or contextlib.nullcontext():
+        asyncio.run(_run(config, env, progress))
+    if report:
+        from recursa.bench.report import write_report
+
+        console.print(f"report: {write_report(config.out_dir)}")
+    return 0
+
+
+async def _run(config: Any, env: Any, progress: Any) -> None:
+    from recursa.bench.harness import run_bench
+
+    try:
+        await run_bench(config, env, on_event=progress.event if progress else None)
+    finally:
+        await env.aclose()
+
+
+class _Progress:
+    """A progress bar with the running mean score and cost, and one line per finished row."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("score {task.fields[score]}"),
+            TextColumn("cost {task.fields[cost]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task: Any = None
+        self.scores: list[float] = []
+        self.cost = 0.0
+
+    def __enter__(self) -> _Progress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def _fields(self) -> dict[str, str]:
+        mean = sum(self.scores) / len(self.scores) if self.scores else None
+        return {"score": "–" if mean is None else f"{mean:.3f}", "cost": f"${self.cost:.4f}"}
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "start":
+            for row in data["finished"]:
+                self._add(row)
+            self.task = self.bar.add_task(
+                "bench", total=data["total"], completed=len(data["finished"]), **self._fields()
+            )
+        elif kind == "begin":
+            task = data["task"]
+            self.bar.update(self.task, description=f"{task.task_id} · {data['method']}")
+        elif kind == "row":
+            row = data["row"]
+            self._add(row)
+            self.bar.update(self.task, advance=1, **self._fields())
+            mark = "[red]error[/]" if row.get("error") else f"score {row['score']:.2f}"
+            self.console.log(
+                f"{row['task_id']} · {row['method']} · {mark} · {row.get('wall_time_s', 0):.1f}s"
+                + (f" · {row['error']}" if row.get("error") else ""),
+                markup=True,
+            )
+
+    def _add(self, row: dict[str, Any]) -> None:
+        self.scores.append(float(row.get("score") or 0.0))
+        self.cost += float(row.get("cost_usd") or 0.0)
+
+
+@bench_app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A folder written by `recursa bench run`.")],
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Also write PNG plots.")] = True,
+) -> None:
+    """Write RUN_DIR/report.md (score, cost, time per method and length) and RUN_DIR/plots/."""
+    from recursa.bench.report import write_report
+
+    typer.echo(str(write_report(run_dir, plots=plots)))
+
+
+@bench_app.command("list")
+def list_cmd() -> None:
+    """List the benchmarks and methods."""
+    from recursa.bench.methods import METHODS
+    from recursa.bench.tasks import BENCHMARKS, benchmark_names
+
+    for name in benchmark_names():
+        b = BENCHMARKS[name]
+        typer.echo(f"{name:18} {b.description}" + ("  [needs --data-dir]" if b.needs_data else ""))
+    typer.echo("methods: " + ", ".join(METHODS))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
