@@ -196,7 +196,7 @@ def _cost_plot(plt: Any, bench: str, items: Sequence[Cell], folder: Path) -> Pat
         if priced
         else (
             "usage.total_tokens",
-            "mean tokens per task (no call had a price, e.g. a local model)",
+            "mean tokens per task (every call was free or unpriced, e.g. a local model)",
         )
     )
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
