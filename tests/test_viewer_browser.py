@@ -98,13 +98,14 @@ def test_loads_expands_searches_and_screenshots(browser_context, page_html, tmp_
     toggle = batch.locator(".tw")
     assert toggle.inner_text() == "▸"
     toggle.click()
-    assert row_count(page) == before + 2
-    assert page.locator(".row", has_text="answer to part two").count() == 1
+    # The tree re-renders after the click: wait for it (a loaded machine can be slow).
+    page.wait_for_function(f"() => window.recursaViewer.rows() === {before + 2}")
+    expect(page.locator(".row", has_text="answer to part two")).to_have_count(1, timeout=15_000)
     assert batch.get_attribute("aria-expanded") == "true"
 
     # Collapse everything, then search for text planted in a sub-call prompt.
     page.click("#collapse-all")
-    assert page.locator(".row", has_text="answer to part two").count() == 0
+    expect(page.locator(".row", has_text="answer to part two")).to_have_count(0, timeout=15_000)
     page.click("#search")
     page.keyboard.type(NEEDLE)
     page.keyboard.press("Enter")
