@@ -5,6 +5,7 @@
     python benchmarks/local_model.py --skip-e2e       # no `recursa ask` run
     python benchmarks/local_model.py --suite          # also 11 needle questions (prompt quality)
     python benchmarks/local_model.py --write-haystack haystack.txt   # just write the example input
+    python benchmarks/local_model.py --skip-e2e --extra-bufts off    # plain kernels (no repacking)
 
 Figures: load time; prompt and generation tokens/s; peak RSS; time per root iteration with the
 warm KV cache against a cold reprocess of the same conversation; and one `recursa ask` over a
@@ -248,10 +249,14 @@ async def main(args: argparse.Namespace) -> dict:
     gen, prompt = (args.threads, args.threads) if args.threads else default_threads()
     figures: dict = {"threads": f"{gen} generation / {prompt} prompt", "model": args.model}
     # No stored system prompt here: "cold" must mean the whole conversation is evaluated.
-    lm = LocalLM(args.model, threads=args.threads, prefix_cache=False)
+    extra = {"on": True, "off": False, "auto": None}[args.extra_bufts]
+    lm = LocalLM(args.model, threads=args.threads, prefix_cache=False, extra_bufts=extra)
     start = time.perf_counter()
     await lm.load()
     figures["load_s"] = round(time.perf_counter() - start, 2)
+    choice = lm._loaded().choice
+    figures["extra_bufts"] = f"{choice.extra_bufts} ({choice.source})"
+    figures["probe_s"] = round(sum(a.seconds for a in choice.attempts), 1)
     figures["rss_after_load_mb"] = round(peak_rss_mb())
     figures["throughput"] = await throughput(lm)
     figures["root_iterations"] = await iterations(lm, args.iterations)
@@ -266,7 +271,8 @@ async def main(args: argparse.Namespace) -> dict:
 def _print(figures: dict) -> None:
     tp = figures["throughput"]
     print(f"model {figures['model'] or 'default'}, {figures['threads']} thread(s)")
-    print(f"load                 {figures['load_s']:.2f} s")
+    print(f"load                 {figures['load_s']:.2f} s (probe {figures['probe_s']} s)")
+    print(f"extra buffer types   {figures['extra_bufts']}")
     print(f"prompt               {tp['prompt_tok_per_s']} tok/s ({tp['prompt_tokens']} tokens)")
     print(f"generation           {tp['generation_tok_per_s']} tok/s ({tp['generated_tokens']})")
     print(f"peak RSS             {figures['peak_rss_mb']} MB")
@@ -297,6 +303,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="local model name or .gguf path")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--extra-bufts",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="llama.cpp's repacked weights: auto (what the CPU probe chose), on, off",
+    )
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--suite", action="store_true", help="also run the needle suite")

