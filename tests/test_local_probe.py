@@ -172,3 +172,13 @@ def test_the_probe_child_refuses_bad_arguments_without_a_traceback():
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_the_fix_named_depends_on_the_cpu():
+    modern = {"machine": "x86_64", "model": "x", "flags": "sse2 avx avx2 fma"}
+    old = {"machine": "x86_64", "model": "x", "flags": "sse2 sse4_2 avx"}
+    arm = {"machine": "aarch64", "model": "x", "flags": "fp asimd"}
+    assert "-DGGML_NATIVE=OFF" in probe.rebuild_hint(modern)
+    assert "-DGGML_NATIVE=ON" in probe.rebuild_hint(old)  # portable kernels need AVX2
+    assert "lacks AVX2" in probe.rebuild_hint(old)
+    assert "-DGGML_NATIVE=OFF" in probe.rebuild_hint(arm)

@@ -47,7 +47,6 @@ from recursa.models.errors import LocalModelUnsafeError
 
 __all__ = [
     "PROBE_TOKENS",
-    "REBUILD_HINT",
     "ProbeAttempt",
     "RuntimeChoice",
     "build_identity",
@@ -55,6 +54,7 @@ __all__ = [
     "cpu_identity",
     "probe_key",
     "read_records",
+    "rebuild_hint",
     "safe_settings",
     "stored_choice",
 ]
@@ -69,11 +69,25 @@ PROBE_TIMEOUT_S = 600.0
 CANDIDATES: tuple[bool, ...] = (True, False)  # use_extra_bufts, fastest first
 RECORD_VERSION = 1
 
-REBUILD_HINT = (
-    'reinstall llama.cpp without native CPU detection: CMAKE_ARGS="-DGGML_NATIVE=OFF '
-    '-DLLAVA_BUILD=OFF" pip install --no-cache-dir --force-reinstall --no-deps '
-    "llama-cpp-python=={version}"
+_REINSTALL = (
+    'CMAKE_ARGS="{flags} -DLLAVA_BUILD=OFF" pip install --no-cache-dir --force-reinstall '
+    "--no-deps llama-cpp-python=={version}"
 )
+
+
+def rebuild_hint(cpu: dict[str, str] | None = None) -> str:
+    """The reinstall that fixes a crashing build on this CPU.
+
+    Portable kernels assume AVX2 on x86-64 (every CPU since 2013); an older x86-64 CPU needs
+    a build for itself instead.
+    """
+    cpu = cpu or cpu_identity()
+    flags = cpu["flags"].split()
+    if cpu["machine"] in ("x86_64", "AMD64") and flags and "avx2" not in flags:
+        how, cmake = "reinstall llama.cpp built for this CPU (it lacks AVX2)", "-DGGML_NATIVE=ON"
+    else:
+        how, cmake = "reinstall llama.cpp without native CPU detection", "-DGGML_NATIVE=OFF"
+    return f"{how}: " + _REINSTALL.format(flags=cmake, version=llama_cpp_version())
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +348,7 @@ def safe_settings(
     )
     raise LocalModelUnsafeError(
         f"llama.cpp crashes on this CPU ({crashes}), so the embedded model cannot run here: "
-        + REBUILD_HINT.format(version=llama_cpp_version())
+        + rebuild_hint()
         + ", or use a model behind an API (--model openai:..., --base-url ...)",
         model=weights.name,
         attempts=tuple(attempts),
