@@ -54,12 +54,84 @@ def test_the_filter_program_is_well_formed_for_each_architecture(arch):
     first = struct.unpack("=HBBI", prog[:8])
     assert first == (seccomp.LD_W_ABS, 0, 0, seccomp.OFF_ARCH)  # checks the arch before anything
     col = 0 if arch == "x86_64" else 1
-    numbers = [pair[col] for pair in seccomp.DENIED.values() if pair[col] is not None]
-    assert len(numbers) == len(set(numbers))
-    specials = {seccomp.NR_CLONE[col], seccomp.NR_CLONE3[col], seccomp.NR_KILL[col]}
+    tables = [seccomp.DENIED, seccomp.ALLOWED, seccomp.SELF_ONLY, seccomp.PRIORITY]
+    numbers = [pair[col] for table in tables for pair in table.values() if pair[col] is not None]
+    assert len(numbers) == len(set(numbers))  # no call in two tables, none twice
+    specials = {seccomp.NR_CLONE[col], seccomp.NR_CLONE3[col], seccomp.NR_PRCTL[col]}
     assert not specials & set(numbers)
     last = struct.unpack("=HBBI", prog[-8:])
-    assert last == (seccomp.RET_K, 0, 0, seccomp.RET_ALLOW)
+    assert last == (seccomp.RET_K, 0, 0, seccomp.RET_ENOSYS)  # default deny
+
+
+def run_bpf(prog: bytes, arch: str, nr: int, *args: int) -> int:
+    """The verdict of a classic BPF seccomp program for one call (an emulator of the few
+    instructions the filter uses), so both architectures' programs can be checked here."""
+    audit = seccomp.AUDIT_ARCH.get(arch, 0x40000003)  # else i386
+    data = struct.pack("=iIQ6Q", nr, audit, 0, *(list(args) + [0] * (6 - len(args))))
+    insns = [struct.unpack("=HBBI", prog[i : i + 8]) for i in range(0, len(prog), 8)]
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        pc += 1
+        if code == seccomp.LD_W_ABS:
+            acc = struct.unpack_from("=I", data, k)[0]
+        elif code == seccomp.RET_K:
+            return k
+        elif code == seccomp.JA:
+            pc += k
+        else:
+            hit = {
+                seccomp.JEQ_K: acc == k,
+                seccomp.JGE_K: acc >= k,
+                seccomp.JSET_K: bool(acc & k),
+            }[code]
+            pc += jt if hit else jf
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_the_filter_verdicts_for_each_architecture(arch):
+    me, host = 4242, 77
+    prog = seccomp.build_filter(arch, pid=me)
+    col = 0 if arch == "x86_64" else 1
+    eperm = seccomp.RET_ERRNO | 1
+
+    def nr(table, name):
+        return table[name][col]
+
+    def verdict(call, *args):
+        return run_bpf(prog, arch, call, *args)
+
+    for name, pair in seccomp.ALLOWED.items():
+        if pair[col] is not None:
+            assert verdict(pair[col]) == seccomp.RET_ALLOW, name
+    for name, pair in seccomp.DENIED.items():
+        if pair[col] is not None:
+            assert verdict(pair[col]) == eperm, name
+    assert verdict(9999) == seccomp.RET_ENOSYS
+    assert verdict(seccomp.NR_CLONE3[col]) == seccomp.RET_ENOSYS
+    for name in seccomp.SELF_ONLY:  # prlimit64, kill, sched_*: the worker itself only
+        call = nr(seccomp.SELF_ONLY, name)
+        assert verdict(call, 0) == seccomp.RET_ALLOW, name
+        assert verdict(call, me) == seccomp.RET_ALLOW, name
+        assert verdict(call, host) == eperm, name
+        assert verdict(call, 2**32 - 1) == eperm, name  # -1: every process
+    for name in ("getpriority", "setpriority"):
+        call = nr(seccomp.PRIORITY, name)
+        assert verdict(call, 0, 0) == seccomp.RET_ALLOW
+        assert verdict(call, 0, me) == seccomp.RET_ALLOW
+        assert verdict(call, 0, host) == eperm
+        assert verdict(call, 2, 0) == eperm  # PRIO_USER: every process of the user
+    prctl = seccomp.NR_PRCTL[col]
+    assert verdict(prctl, 15) == seccomp.RET_ALLOW  # PR_SET_NAME
+    for option in (1, 4, 22, 38, 0x59616D61, 35, 36, 47, 62):  # undo protections, others
+        assert verdict(prctl, option) == eperm, option
+    clone = seccomp.NR_CLONE[col]
+    assert verdict(clone, seccomp.CLONE_THREAD | 0x00000100) == seccomp.RET_ALLOW
+    assert verdict(clone, 0x11) == eperm  # fork-style clone (SIGCHLD)
+    assert verdict(clone, seccomp.CLONE_THREAD | 0x10000000) == eperm  # CLONE_NEWUSER
+    assert run_bpf(prog, "i386", 0) == seccomp.RET_KILL_PROCESS  # a foreign ABI
+    if arch == "x86_64":
+        assert verdict(seccomp.X32_SYSCALL_BIT | 0) == eperm  # x32 read()
 
 
 @pytest.mark.skipif(not HAS_SECCOMP, reason="this kernel has no seccomp filters")

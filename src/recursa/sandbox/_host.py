@@ -4,9 +4,22 @@ r"""The host half of every worker-process tier: spawn, frames, cells, sub-calls,
 ``docker run ...``) in its own session, talks the frame protocol over its stdin/stdout, and
 turns what happens into :class:`~recursa.types.CellResult`\ s. Every frame goes through one
 reader task: a frame that arrives while no request is outstanding (a thread the model left
-running after its cell), an oversized frame or a malformed one gets the worker killed, and
-the next cell runs in a fresh one. Subclasses say what to run (:meth:`_command`,
-:meth:`_worker_env`, :meth:`_init_message`) and may adjust the boot and context frames.
+running after its cell), an oversized frame, one the host cannot read for any reason, or one
+frame too many held unanswered (``max_pending_frames``/``max_pending_bytes``) gets the worker
+killed at once, and the next cell runs in a fresh one. Subclasses say what to run
+(:meth:`_command`, :meth:`_worker_env`, :meth:`_init_message`) and may adjust the boot and
+context frames.
+
+A cell's compute clock is its wall time minus the time the host spends running sub-call
+handlers; while handlers run, the worker's CPU time beyond what the rest of the wall time
+explains is charged as well (where the host can read it: ``/proc/<pid>/stat``), so a cell
+cannot burn CPU for free behind slow or forged sub-calls. Replies the worker never reads
+count as compute time.
+
+Tiers whose ``scratch/`` is on the host's disk watch its size (``scratch_limit_mb``,
+``max_scratch_files``) every ``SCRATCH_POLL_S`` and kill a worker past it; the folder is
+emptied and the run folder removed at shutdown by the iterative walker of ``_scratch.py``,
+which never raises into the run.
 """
 
 from __future__ import annotations
@@ -17,14 +30,16 @@ import contextlib
 import itertools
 import math
 import os
-import shutil
 import signal
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from recursa.errors import ProtocolError, SandboxCrashed, SandboxStartError
 from recursa.sandbox import isolation
+from recursa.sandbox._scratch import empty_dir, remove_tree, usage
 from recursa.sandbox._support import Dead as _Dead
 from recursa.sandbox._support import Loaded as _Loaded
 from recursa.sandbox._support import exit_detail as _exit_detail
@@ -32,13 +47,21 @@ from recursa.sandbox._support import make_run_dir as _make_run_dir
 from recursa.sandbox._support import refuse_all as _refuse_all
 from recursa.sandbox._support import within
 from recursa.sandbox._support import write_context_file as _write_context_file
-from recursa.sandbox.base import CallHandler, CallRefused, SandboxConfig
-from recursa.sandbox.protocol import encode_frame, read_frame
+from recursa.sandbox.base import CallHandler, CallRefused, SandboxConfig, SandboxWarning
+from recursa.sandbox.protocol import encode_frame, read_frame_sized
 from recursa.types import CellResult
 
 __all__ = ["WorkerHost"]
 
 _STDERR_TAIL = 8192
+# A key no JSON object can hold: the size of a frame from the worker, until it is answered.
+_BYTES = ("frame-bytes",)
+CPU_POLL_S = 0.25  # how often the worker's CPU time is read while sub-call handlers run
+SCRATCH_POLL_S = 0.5  # how often scratch/ is measured (longer when measuring takes long)
+try:
+    _CLK_TCK = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):
+    _CLK_TCK = 100
 
 
 class WorkerHost:
@@ -66,11 +89,24 @@ class WorkerHost:
         self.hardening_s: float | None = None  # what applying seccomp/Landlock took, if any
         self.worker_pid: int | None = None
         self.restarts = 0
+        self._pending_frames = 0
+        self._pending_bytes = 0
+        self._replies: set[asyncio.Task[None]] = set()
+        self._dead_reported = False
+        self._scratch_task: asyncio.Task[None] | None = None
+        self._scratch_lock = asyncio.Lock()
+
+    # Whether this tier's scratch/ lies on the host's disk (watched and capped), and whether
+    # the worker's CPU time can be read from /proc/<pid of the started command>/stat.
+    scratch_on_host = False
+    cpu_readable = False
 
     async def start(self) -> None:
         if self._root is None:
             self._root = await asyncio.to_thread(_make_run_dir, self.config.workdir)
         await self._spawn()
+        if self.scratch_on_host and self._scratch_task is None and self._scratch_limited():
+            self._scratch_task = asyncio.create_task(self._watch_scratch())
 
     # ---- what subclasses provide ----------------------------------------------------------------
     def _command(self) -> list[str]:
@@ -84,6 +120,10 @@ class WorkerHost:
 
     def isolation(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    async def _spawned(self, pid: int) -> None:
+        """Called with the worker's pid right after it starts; runs while the worker boots and
+        is awaited before the sandbox counts as started (before any cell)."""
 
     # ---- lifecycle ------------------------------------------------------------------------------
     @property
@@ -110,10 +150,16 @@ class WorkerHost:
         }
 
     async def _spawn(self) -> None:
+        async with self._scratch_lock:  # never while scratch/ is being emptied
+            await self._spawn_locked()
+
+    async def _spawn_locked(self) -> None:
         self._dead = None
+        self._dead_reported = False
         self._kill_reason = None
         self._busy = True
         self._inbox = asyncio.Queue()
+        self._pending_frames = self._pending_bytes = 0
         self._stderr.clear()
         self._stderr_len = 0
         try:
@@ -129,6 +175,7 @@ class WorkerHost:
         except OSError as exc:
             raise SandboxStartError(f"cannot start the sandbox worker: {exc}") from exc
         self.worker_pid = self._proc.pid
+        confining = asyncio.create_task(self._spawned(self._proc.pid))
         self._reader_task = asyncio.create_task(self._read_loop(self._proc))
         self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc))
         try:
@@ -136,11 +183,17 @@ class WorkerHost:
                 await self._send(frame)
             await self._send(self._init_message())
             ready = await self._expect("ready", self.config.start_timeout_s)
+            # Confining the worker (a cgroup move can take milliseconds) ran while it booted;
+            # no model code runs before this is done.
+            await confining
         except SandboxCrashed as exc:
             await self._kill()
             raise SandboxStartError(
                 f"the sandbox worker did not start: {exc}. {exc.stderr_tail}".strip()
             ) from exc
+        finally:
+            if not confining.done():
+                confining.cancel()
         self.protections = [str(p) for p in ready.get("protections", [])]
         took = ready.get("hardening_s")
         self.hardening_s = float(took) if isinstance(took, (int, float)) else None
@@ -155,14 +208,29 @@ class WorkerHost:
         await self._spawn()
 
     async def shutdown(self) -> None:
+        if self._scratch_task is not None:
+            self._scratch_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._scratch_task
+            self._scratch_task = None
         if self._proc is not None and self.alive:
             with contextlib.suppress(Exception):
                 await self._send({"type": "shutdown"})
                 await within(self._proc.wait(), 1.0)
         await self._kill()
+        await self._released()
         if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
+            root, self._root = self._root, None
+            why = await asyncio.to_thread(remove_tree, root)
+            if why is not None:
+                warnings.warn(
+                    f"the sandbox's run folder was not fully removed: {why}",
+                    SandboxWarning,
+                    stacklevel=2,
+                )
+
+    async def _released(self) -> None:
+        """Called at shutdown once the worker is gone (subclasses free what they made)."""
 
     async def _kill(self) -> None:
         proc = self._proc
@@ -175,7 +243,7 @@ class WorkerHost:
             # The group may hold stragglers (forks) after the leader is reaped.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        for task in (self._reader_task, self._stderr_task):
+        for task in (self._reader_task, self._stderr_task, *self._replies):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -202,12 +270,23 @@ class WorkerHost:
 
     async def _read_loop(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
+        cfg = self.config
+        max_bytes = max(cfg.max_pending_bytes, 2 * (cfg.max_frame_bytes + 4))
         dead: _Dead
         try:
             while True:
-                msg = await read_frame(proc.stdout, self.config.max_frame_bytes)
+                msg, size = await read_frame_sized(proc.stdout, cfg.max_frame_bytes)
                 if not self._busy:
                     raise ProtocolError(f"unsolicited '{msg.get('type')}' frame from the worker")
+                self._pending_frames += 1
+                self._pending_bytes += size
+                msg[_BYTES] = size  # type: ignore[index]  # settled when answered
+                if self._pending_frames > cfg.max_pending_frames or self._pending_bytes > max_bytes:
+                    raise ProtocolError(
+                        f"the worker has {self._pending_frames} frames "
+                        f"({self._pending_bytes} bytes) the host has not answered yet (limit "
+                        f"{cfg.max_pending_frames} frames, {max_bytes} bytes)"
+                    )
                 self._inbox.put_nowait(msg)
         except EOFError:
             with contextlib.suppress(Exception):
@@ -216,6 +295,14 @@ class WorkerHost:
             dead = _Dead(reason, detail)
         except ProtocolError as exc:
             dead = _Dead("protocol", f"protocol violation: {exc}; the worker was killed")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        except Exception as exc:  # whatever a frame did to the reader, the cell must hear of it
+            dead = _Dead(
+                "protocol",
+                f"protocol violation: the host could not read a frame ({type(exc).__name__}: "
+                f"{exc}); the worker was killed",
+            )
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         if self._dead is None:
@@ -229,6 +316,24 @@ class WorkerHost:
             self._stderr_len += len(chunk)
             while self._stderr_len > _STDERR_TAIL and len(self._stderr) > 1:
                 self._stderr_len -= len(self._stderr.popleft())
+
+    def _settle(self, msg: dict[str, Any]) -> None:
+        """A frame from the worker has been answered (or consumed): stop counting it."""
+        size = msg.pop(_BYTES, 0)  # type: ignore[call-overload]
+        if size:
+            self._pending_frames -= 1
+            self._pending_bytes -= size
+
+    def _worker_cpu_s(self) -> float | None:
+        """CPU seconds the worker process (all its threads) has used, where readable."""
+        if not self.cpu_readable or self._proc is None or not sys.platform.startswith("linux"):
+            return None
+        try:
+            with open(f"/proc/{self._proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return None
 
     def stderr_tail(self) -> str:
         return b"".join(self._stderr)[-_STDERR_TAIL:].decode("utf-8", errors="replace").strip()
@@ -244,6 +349,7 @@ class WorkerHost:
             ) from None
         if isinstance(msg, _Dead):
             raise SandboxCrashed(msg.detail, reason=msg.reason, stderr_tail=self.stderr_tail())
+        self._settle(msg)
         if msg.get("type") != kind:
             await self._kill()
             raise SandboxCrashed(
@@ -291,6 +397,8 @@ class WorkerHost:
         return msg.get("value") if msg.get("found") else None
 
     async def _serve_call(self, msg: dict[str, Any]) -> None:
+        """Run the handler; the reply goes out from a task of its own, so that a worker that
+        does not read it stalls no handler and no compute clock (see :meth:`execute`)."""
         cid = msg["id"]
         try:
             value = await self.on_call(msg["fn"], msg["args"])
@@ -299,62 +407,140 @@ class WorkerHost:
             reply = {"type": "response", "id": cid, "ok": False, "error": str(exc)}
             reply["kind"] = exc.kind
             if exc.kill:
+                self._settle(msg)
                 self._kill_reason = ("budget", f"killed: {exc}")
                 await self._kill()
                 return
         except Exception as exc:  # a failed sub-call is the model's problem, not the host's
             reply = {"type": "response", "id": cid, "ok": False, "kind": "error"}
             reply["error"] = f"{type(exc).__name__}: {exc}"
-        with contextlib.suppress(SandboxCrashed):
-            await self._send(reply)
+        except BaseException:
+            self._settle(msg)
+            raise
+        proc = self._proc
+        stdin = proc.stdin if proc is not None else None
+        if stdin is not None and not self._write_lock.locked() and not stdin.is_closing():
+            transport = stdin.transport
+            if transport.get_write_buffer_size() == 0:
+                stdin.write(encode_frame(reply))  # straight into the pipe when it has room
+                if transport.get_write_buffer_size() == 0:
+                    self._settle(msg)
+                    return
+                reply = None  # the rest is buffered: drain it in a task
+        task = asyncio.create_task(self._send_reply(msg, reply))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
+    async def _send_reply(self, msg: dict[str, Any], reply: dict[str, Any] | None) -> None:
+        """Send ``reply`` (or, with None, wait until what was written is flushed), then stop
+        counting the frame it answers."""
+        try:
+            with contextlib.suppress(SandboxCrashed):
+                if reply is not None:
+                    await self._send(reply)
+                elif self._proc is not None and self._proc.stdin is not None:
+                    async with self._write_lock:
+                        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                            await self._proc.stdin.drain()
+        finally:
+            self._settle(msg)
 
     async def execute(
         self, code: str, *, timeout_s: float | None = None, deadline: float | None = None
     ) -> CellResult:
         if not self.alive:
+            dead = self._dead
+            if dead is not None and not self._dead_reported:
+                # Killed between cells (a late thread's frame, scratch/ over its limit...):
+                # this cell is the first to hear of it; the caller restarts as for any crash.
+                async with self._scratch_lock:
+                    pass
+                return self._fatal(dead.reason, dead.detail, time.monotonic())
             raise SandboxCrashed("the worker is not running; restart the sandbox", reason="dead")
         cid = next(self._seq)
         started = time.monotonic()
         compute_left = timeout_s if timeout_s is not None else math.inf
         inflight: set[asyncio.Task[None]] = set()
+        # CPU accounting while handlers run: the worker's CPU at the last sample (read lazily,
+        # at the cell's first sub-call), and wall time with / without handlers since then.
+        cpu_last: float | None = None
+        sampled_at = started
+        handler_s = free_s = 0.0
         self._busy = True
         get_task: asyncio.Task[Any] = asyncio.create_task(self._inbox.get())
         try:
-            await self._send({"type": "exec", "id": cid, "code": code})
+            first = [compute_left] + ([deadline - started] if deadline is not None else [])
+            try:
+                send_s = max(0.0, min(first))
+                sending = self._send({"type": "exec", "id": cid, "code": code})
+                await (sending if math.isinf(send_s) else within(sending, send_s))
+            except TimeoutError:  # the worker does not even read its input
+                await self._kill()
+                return self._fatal("cell_timeout", "the worker did not take the cell", started)
             while True:
                 now = time.monotonic()
-                waits = [math.inf if inflight else compute_left]
+                if cpu_last is not None and handler_s > 0 and now - sampled_at >= CPU_POLL_S:
+                    cpu = self._worker_cpu_s()
+                    if cpu is not None:
+                        # CPU beyond what the handler-free wall time explains was spent while
+                        # handlers ran: compute, up to one CPU per wall second.
+                        compute_left -= min(handler_s, max(0.0, cpu - cpu_last - free_s))
+                        cpu_last, sampled_at, handler_s, free_s = cpu, now, 0.0, 0.0
+                if compute_left <= 0:
+                    await self._kill()
+                    return self._fatal(
+                        "cell_timeout",
+                        f"the cell ran longer than {timeout_s:g}s of compute time "
+                        "(CPU used while sub-calls ran included)",
+                        started,
+                    )
+                if inflight:
+                    waits = [CPU_POLL_S if cpu_last is not None else math.inf]
+                else:
+                    waits = [compute_left]
                 if deadline is not None:
                     waits.append(deadline - now)
                 wait_s = max(0.0, min(waits))
+                serving = bool(inflight)
                 done, _ = await asyncio.wait(
                     {get_task, *inflight},
                     timeout=None if math.isinf(wait_s) else wait_s,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                if not inflight:  # time spent waiting on the host's sub-calls is not compute
-                    compute_left -= time.monotonic() - now
+                elapsed = time.monotonic() - now
+                if serving:  # time the host spends serving sub-calls is not compute
+                    handler_s += elapsed
+                else:
+                    compute_left -= elapsed
+                    free_s += elapsed
                 if not done:
-                    over_deadline = deadline is not None and time.monotonic() >= deadline
-                    reason = "run_timeout" if over_deadline else "cell_timeout"
-                    detail = (
-                        "the run's time limit was reached while the cell ran"
-                        if over_deadline
-                        else f"the cell ran longer than {timeout_s:g}s of compute time"
-                    )
-                    await self._kill()
-                    return self._fatal(reason, detail, started)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        await self._kill()
+                        return self._fatal(
+                            "run_timeout",
+                            "the run's time limit was reached while the cell ran",
+                            started,
+                        )
+                    continue  # out of compute time (checked above), or time to read the CPU
                 inflight -= done
                 if get_task not in done:
                     continue
                 msg = get_task.result()
                 get_task = asyncio.create_task(self._inbox.get())
                 if isinstance(msg, _Dead):
+                    if msg.reason == "disk":
+                        async with self._scratch_lock:  # until scratch/ has been emptied
+                            pass
                     return self._fatal(msg.reason, msg.detail, started)
                 kind = msg.get("type")
                 if kind == "call":
+                    if cpu_last is None and self.cpu_readable:
+                        cpu_last = self._worker_cpu_s()
+                        sampled_at, handler_s, free_s = time.monotonic(), 0.0, 0.0
                     inflight.add(asyncio.create_task(self._serve_call(msg)))
-                elif kind == "result" and msg.get("id") == cid:
+                    continue
+                self._settle(msg)
+                if kind == "result" and msg.get("id") == cid:
                     return CellResult(
                         stdout=msg["stdout"],
                         error=msg.get("error"),
@@ -362,11 +548,10 @@ class WorkerHost:
                         elapsed_s=time.monotonic() - started,
                         output_cut_chars=max(0, msg["stdout_chars"] - len(msg["stdout"])),
                     )
-                else:
-                    await self._kill()
-                    return self._fatal(
-                        "protocol", f"protocol violation: unexpected '{kind}' frame", started
-                    )
+                await self._kill()
+                return self._fatal(
+                    "protocol", f"protocol violation: unexpected '{kind}' frame", started
+                )
         except SandboxCrashed:
             await self._kill()
             return self._fatal("crash", _exit_detail(self._proc and self._proc.returncode), started)
@@ -377,12 +562,59 @@ class WorkerHost:
         finally:
             self._busy = False
             get_task.cancel()
-            for task in inflight:
+            for task in (*inflight, *self._replies):
                 task.cancel()
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
 
+    # ---- scratch/ on the host's disk ------------------------------------------------------------
+    def _scratch_limited(self) -> bool:
+        cfg = self.config
+        return cfg.scratch_limit_mb is not None or cfg.max_scratch_files is not None
+
+    async def _watch_scratch(self) -> None:
+        """Measure scratch/ while the worker lives; past a limit, kill it and empty the folder
+        (the next cell runs in a fresh worker and learns why)."""
+        cfg = self.config
+        max_bytes = None if cfg.scratch_limit_mb is None else cfg.scratch_limit_mb * 1024 * 1024
+        interval = SCRATCH_POLL_S
+        while True:
+            await asyncio.sleep(interval)
+            if not self.alive or self._root is None:
+                continue
+            t0 = time.monotonic()
+            used = await asyncio.to_thread(
+                usage, self.scratch, max_bytes=max_bytes, max_entries=cfg.max_scratch_files
+            )
+            interval = max(SCRATCH_POLL_S, 10 * (time.monotonic() - t0))
+            if not used.stopped or not self.alive:
+                continue
+            if used.unreadable:
+                why = "it holds a folder the host cannot open (its rights were taken away)"
+            elif max_bytes is not None and used.bytes > max_bytes:
+                why = f"it grew past {cfg.scratch_limit_mb} MB"
+            elif cfg.max_scratch_files is not None and used.entries > cfg.max_scratch_files:
+                why = f"it holds more than {cfg.max_scratch_files} files and folders"
+            else:
+                why = "its folders are nested too deeply to measure"
+            async with self._scratch_lock:
+                self._kill_reason = (
+                    "disk",
+                    f"the worker was killed because its scratch folder broke its limits: {why}. "
+                    "The folder was emptied; a fresh worker has the context but no files or "
+                    "variables from before.",
+                )
+                await self._kill()
+                problem = await asyncio.to_thread(empty_dir, self.scratch)
+            if problem is not None:
+                warnings.warn(
+                    f"the sandbox could not empty its scratch folder: {problem}",
+                    SandboxWarning,
+                    stacklevel=1,
+                )
+
     def _fatal(self, reason: str, detail: str, started: float) -> CellResult:
+        self._dead_reported = True  # a cell has been told; the next call must restart first
         tail = self.stderr_tail()
         text = detail + (f"\n{tail[-2000:]}" if tail and reason == "crash" else "")
         return CellResult(

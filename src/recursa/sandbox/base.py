@@ -64,7 +64,16 @@ class SandboxConfig:
         env: extra environment variables for the worker. Nothing from the host's environment is
             passed unless named here.
         docker_image: the image the ``docker`` tier runs the worker in (it needs ``python3``).
-        max_pids: processes/threads the ``docker`` tier's container may hold.
+        max_pids: threads (and processes) the worker may hold, its own included. ``docker``:
+            ``--pids-limit``. ``process``: a pids cgroup where the host can make one, else
+            RLIMIT_NPROC for a worker that is not root, and a cap inside the worker always
+            (see ``isolation()["thread_cap"]`` for what holds on this machine).
+        max_pending_frames: frames from the worker the host holds unanswered (sub-calls being
+            served or waiting for the worker to read their reply); one more kills the worker.
+        max_pending_bytes: the same bound in bytes (at least two frames' worth is allowed).
+        scratch_limit_mb: bytes on disk the worker's ``scratch/`` folder may hold in total
+            (checked every half second while the worker lives; see ``docs/sandbox.md``).
+        max_scratch_files: files and folders ``scratch/`` may hold.
     """
 
     memory_limit_mb: int | None = 4096
@@ -80,6 +89,10 @@ class SandboxConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     docker_image: str = "python:3.12-slim"
     max_pids: int = 64
+    max_pending_frames: int = 16
+    max_pending_bytes: int = 128 * 1024 * 1024
+    scratch_limit_mb: int | None = 1024
+    max_scratch_files: int | None = 100_000
 
 
 @runtime_checkable

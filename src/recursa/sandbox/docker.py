@@ -119,6 +119,9 @@ class DockerSandbox(ProcessSandbox):
     """Runs the worker in a container (see the module docstring)."""
 
     tier = "docker"
+    scratch_on_host = False  # a tmpfs inside the container, sized there
+    cpu_readable = False  # the started process is the docker client, not the worker
+    uses_pids_cgroup = False  # --pids-limit does this
 
     def __init__(self, config: SandboxConfig | None = None, on_call: CallHandler | None = None):
         super().__init__(config, on_call)
@@ -196,6 +199,9 @@ class DockerSandbox(ProcessSandbox):
             tcp_blocked=True,
             filesystem_confined=True,
             signals_scoped=True,
+            thread_cap=f"{self.config.max_pids} (--pids-limit)",
+            threads_capped_by_kernel=True,
+            scratch_limit_mb=None,  # a tmpfs in the container
             image=self.config.docker_image,
             warnings=warnings,
         )

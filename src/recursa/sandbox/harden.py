@@ -11,8 +11,11 @@ runs; the host imports it normally for :func:`protect_host` and :func:`probe`.
 2. Landlock (``landlock.py``): reads only the Python installation, the shared libraries, the
    run's ``inputs/`` and a few device files; writes only the run's ``scratch/``; no TCP;
    signals and abstract unix sockets scoped to the sandbox (at the ABI the kernel offers).
-3. seccomp (``seccomp.py``): no sockets, no new processes, no exec, no ptrace, no io_uring,
-   no namespaces or mounts, no signals to other processes.
+3. Capabilities: a worker running as root drops all of them (``capset``), so it cannot raise
+   its own hard limits or priority, override file permissions, or make device nodes.
+4. seccomp (``seccomp.py``): a default-deny allow-list; no sockets, no new processes, no exec,
+   no ptrace, no io_uring, no namespaces or mounts, nothing aimed at another process (signals,
+   limits, priorities, scheduling), no ``prctl`` that would undo the steps above.
 
 Landlock goes first because seccomp would otherwise have to allow its three system calls.
 """
@@ -30,6 +33,7 @@ __all__ = ["apply", "probe", "protect_host", "python_paths"]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # Shared libraries that extension modules load lazily (ctypes -> libffi, ssl -> libssl).
 # Code already mapped keeps working; these are for imports made after the rules apply.
 _LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
@@ -124,6 +128,37 @@ def _no_new_privs() -> None:
         raise OSError(err, f"PR_SET_NO_NEW_PRIVS failed: {os.strerror(err)}")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def _drop_capabilities() -> bool:
+    """Clear the effective, permitted and inheritable capability sets (ambient ones go with
+    them). Nothing can bring them back: exec is denied and no-new-privs is set. Returns whether
+    the worker had any to drop."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    libc = _libc()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget failed: {os.strerror(err)}")
+    if not any(d.effective or d.permitted or d.inheritable for d in data):
+        return False
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    if libc.capset(ctypes.byref(header), (_CapData * 2)()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"dropping capabilities failed: {os.strerror(err)}")
+    return True
+
+
 def _landlock(options: dict, landlock) -> list[str]:
     fs_rw = landlock.FS_READ_FILE | landlock.FS_WRITE_FILE | landlock.FS_TRUNCATE
     devices = {
@@ -159,6 +194,8 @@ def apply(options: dict) -> list[str]:
     applied = ["no-new-privs"]
     if options.get("landlock", True) and landlock.abi_version() >= 1:
         applied += _landlock(options, landlock)
+    if _drop_capabilities():
+        applied.append("capabilities-dropped")
     if options.get("seccomp", True) and seccomp.supported():
         seccomp.install()
         applied.append("seccomp")

@@ -71,10 +71,32 @@ def warn_once(messages: Iterable[str]) -> None:
             warnings.warn(msg, SandboxWarning, stacklevel=3)
 
 
+def thread_cap(protections: list[str], pids_cgroup: int | None) -> str:
+    """What caps a process-tier worker's threads, in words (``recursa doctor``'s row)."""
+    inner = next((p.partition(":")[2] for p in protections if p.startswith("thread-cap:")), "")
+    if pids_cgroup is not None:
+        return f"{pids_cgroup} (pids cgroup)"
+    if "nproc" in protections:
+        return f"{inner} (RLIMIT_NPROC)"
+    if inner:
+        return f"{inner} (in-worker only)"
+    return "-"
+
+
 def describe(
-    tier: str, protections: list[str], *, hardening: bool, host_non_dumpable: bool
+    tier: str,
+    protections: list[str],
+    *,
+    hardening: bool,
+    host_non_dumpable: bool,
+    pids_cgroup: int | None = None,
+    scratch_limit_mb: int | None = None,
 ) -> dict[str, Any]:
-    """The isolation report of a worker-process tier from the protections it reported."""
+    """The isolation report of a worker-process tier from the protections it reported.
+
+    ``thread_cap`` says what caps the worker's threads: a pids cgroup (kernel, also for root),
+    RLIMIT_NPROC (kernel, not for root), or only the worker's own patched ``_thread``, which
+    determined code can get around."""
     seccomp = "seccomp" in protections
     net_tcp = "landlock-net" in protections
     return {
@@ -91,6 +113,9 @@ def describe(
         "processes_blocked": seccomp,
         "signals_scoped": seccomp or "landlock-scope" in protections,
         "host_non_dumpable": host_non_dumpable,
+        "thread_cap": thread_cap(protections, pids_cgroup),
+        "threads_capped_by_kernel": pids_cgroup is not None or "nproc" in protections,
+        "scratch_limit_mb": scratch_limit_mb,
         "warnings": missing_protections(protections, hardening=hardening),
     }
 

@@ -8,8 +8,11 @@ dumps) that it applies to itself before running any model code. On Linux it then
 Landlock rules and a seccomp filter to itself (``harden.py``): it can read only the Python
 installation and its inputs, write only its scratch folder, and open no socket, start no
 process and signal no one else. The host marks itself non-dumpable so that nothing can read its
-memory or environment through ``/proc``. What is in force is reported by :meth:`isolation`,
-and what is missing is said in a :class:`~recursa.sandbox.base.SandboxWarning` at start.
+memory or environment through ``/proc``. Threads are capped (``SandboxConfig.max_pids``) by a
+pids cgroup where the host can make one, by RLIMIT_NPROC for a worker that is not root, and
+inside the worker; ``scratch/`` is capped in total size and entries (``_host.py``). What is in
+force is reported by :meth:`isolation`, and what is missing is said in a
+:class:`~recursa.sandbox.base.SandboxWarning` at start.
 
 The host reads every frame through one reader task. A frame that arrives while no request is
 outstanding (for example from a thread the model left running after its cell returned), an
@@ -21,12 +24,14 @@ shadowing the standard library module of that name in tracebacks and imports.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from recursa.sandbox import isolation
+from recursa.sandbox._cgroup import PidsCgroup
 from recursa.sandbox._host import WorkerHost
 
 __all__ = ["HARDEN_PATH", "WORKER_PATH", "ProcessSandbox", "host_is_protected"]
@@ -55,11 +60,34 @@ class ProcessSandbox(WorkerHost):
     """Runs model code in a separate, resource-limited, hardened worker process."""
 
     tier = "process"
+    scratch_on_host = True
+    cpu_readable = True
+    uses_pids_cgroup = True  # False in tiers whose worker is not the Python process itself
+    _pids_cgroup: PidsCgroup | None = None
+    _pids_cgroup_tried = False
 
     async def start(self) -> None:
         if self.config.protect_host:
             _protect_host()
         await super().start()
+
+    async def _spawned(self, pid: int) -> None:
+        """Move the new worker into this sandbox's pids cgroup (made at the first spawn)."""
+        if not self.uses_pids_cgroup or not self.config.max_pids:
+            return
+        if not self._pids_cgroup_tried:
+            self._pids_cgroup_tried = True
+            self._pids_cgroup = await asyncio.to_thread(PidsCgroup.create, self.config.max_pids)
+        group = self._pids_cgroup
+        # In a thread: moving a task between cgroups waits for an RCU grace period (ms).
+        if group is not None and not await asyncio.to_thread(group.add, pid):
+            self._pids_cgroup = None  # the group went away: say so in isolation()
+
+    async def _released(self) -> None:
+        if self._pids_cgroup is not None:
+            self._pids_cgroup.remove()
+            self._pids_cgroup = None
+            self._pids_cgroup_tried = False
 
     def _worker_env(self) -> dict[str, str]:
         scratch = str(self.scratch)
@@ -92,6 +120,10 @@ class ProcessSandbox(WorkerHost):
             "rlimits": self._rlimits(),
             "max_output_chars": self.config.max_captured_chars,
             "hardening": self._hardening_options(),
+            "max_threads": self.config.max_pids,
+            # RLIMIT_NPROC counts the user's processes machine-wide: only where the worker
+            # shares the host's view of them (not in a container, whose --pids-limit caps it).
+            "thread_nproc": self.uses_pids_cgroup,
             # The worker runs in its own session, so a host killed with SIGKILL would leave it
             # behind; it asks the kernel to kill it when this process goes away.
             "host_pid": os.getpid(),
@@ -121,4 +153,6 @@ class ProcessSandbox(WorkerHost):
             self.protections,
             hardening=self.config.hardening,
             host_non_dumpable=_host_protected,
+            pids_cgroup=self._pids_cgroup.limit if self._pids_cgroup is not None else None,
+            scratch_limit_mb=self.config.scratch_limit_mb,
         )

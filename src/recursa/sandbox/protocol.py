@@ -21,6 +21,7 @@ __all__ = [
     "HEADER",
     "encode_frame",
     "read_frame",
+    "read_frame_sized",
     "validate_worker_message",
 ]
 
@@ -35,7 +36,16 @@ def encode_frame(msg: dict[str, Any]) -> bytes:
 
 
 async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> dict[str, Any]:
-    """Read one frame. Raises ``EOFError`` at a clean end, :class:`ProtocolError` on garbage."""
+    """Read one frame. Raises ``EOFError`` at a clean end, :class:`ProtocolError` on garbage
+    (any frame the host cannot read, however it fails)."""
+    msg, _size = await read_frame_sized(reader, max_bytes)
+    return msg
+
+
+async def read_frame_sized(
+    reader: asyncio.StreamReader, max_bytes: int
+) -> tuple[dict[str, Any], int]:
+    """:func:`read_frame`, also returning the frame's size on the wire."""
     try:
         header = await reader.readexactly(HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -53,7 +63,11 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> dict[str, 
         msg = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"the worker sent a frame that is not UTF-8 JSON: {exc}") from exc
-    return validate_worker_message(msg)
+    except RecursionError as exc:  # "[[[[..." nested past the parser's recursion limit
+        raise ProtocolError("the worker sent JSON nested too deeply to parse") from exc
+    except MemoryError as exc:
+        raise ProtocolError(f"the worker sent a {size}-byte frame the host cannot decode") from exc
+    return validate_worker_message(msg), HEADER.size + size
 
 
 def _need(msg: dict[str, Any], key: str, types: type | tuple[type, ...]) -> Any:

@@ -61,6 +61,8 @@ class WasmSandbox(ProcessSandbox):
     """Runs model code in Pyodide under Deno (see the module docstring)."""
 
     tier = "wasm"
+    scratch_on_host = False  # an in-memory file system inside Deno, capped by the runner
+    uses_pids_cgroup = False  # Deno's own threads; Python in WebAssembly has none
 
     def __init__(self, config: SandboxConfig | None = None, on_call: CallHandler | None = None):
         super().__init__(config, on_call)
@@ -141,6 +143,9 @@ class WasmSandbox(ProcessSandbox):
             "processes_blocked": True,
             "signals_scoped": True,
             "host_non_dumpable": host_is_protected(),
+            "thread_cap": "none exist (WebAssembly)",
+            "threads_capped_by_kernel": True,
+            "scratch_limit_mb": None,  # in memory, within the runner's fs_quota
             "memory_limit_mb": min(cfg.memory_limit_mb or _WASM32_MAX_MB, _WASM32_MAX_MB),
             "warnings": [],
         }

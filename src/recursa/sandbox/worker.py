@@ -381,6 +381,104 @@ def _die_with_host(host_pid: int) -> list:
     return ["die-with-host"]
 
 
+def _watch_host(host_pid: int, interval_s: float = 0.5) -> None:
+    """A daemon thread that ends the worker once its host is gone (its parent changed).
+
+    A second line behind PR_SET_PDEATHSIG, which the seccomp filter keeps model code from
+    clearing: this one lives in the interpreter, so code that holds the GIL for long (or digs
+    out and breaks this thread) delays it; the kernel's signal does not depend on it."""
+    getppid, sleep, exit_now = os.getppid, time.sleep, os._exit
+
+    def watch() -> None:
+        while getppid() == host_pid:
+            sleep(interval_s)
+        exit_now(0)
+
+    import _thread
+
+    _thread.start_new_thread(watch, ())  # not threading.Thread: start() waits for the thread
+
+
+def _user_tasks(uid: int) -> int:
+    """Threads of all processes whose real uid is ``uid`` (what RLIMIT_NPROC counts)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                status = f.read()
+            uid_line = status.split(b"\nUid:", 1)[1].split(None, 1)[0]
+            if int(uid_line) == uid:
+                total += int(status.split(b"\nThreads:", 1)[1].split(None, 1)[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _cap_threads(limit: int, *, nproc: bool = True) -> list[str]:
+    """Cap the threads model code can start at ``limit`` (the worker's own included).
+
+    Two layers. In the interpreter, ``_thread``'s start functions (and threading's copies of
+    them) refuse past the cap with the usual ``RuntimeError: can't start new thread``; model
+    code can get around this (ctypes, a fresh ``_thread`` module), so it only stops honest
+    mistakes. In the kernel, for a worker that is not root, RLIMIT_NPROC is set to the threads
+    its user runs now plus ``limit``. RLIMIT_NPROC does not bind root; the host then puts the
+    worker in a pids cgroup where it can make one (see ``_host.py``)."""
+    import _thread
+
+    applied = []
+    lock = _thread.allocate_lock()
+    live = [1]  # the main thread
+
+    def capped(start):
+        def start_capped(function, *args, **kwargs):
+            with lock:
+                if live[0] >= limit:
+                    raise RuntimeError(f"can't start new thread: the sandbox allows {limit}")
+                live[0] += 1
+
+            def run(*a, **kw):
+                try:
+                    return function(*a, **kw)
+                finally:
+                    with lock:
+                        live[0] -= 1
+
+            try:
+                return start(run, *args, **kwargs)
+            except BaseException:
+                with lock:
+                    live[0] -= 1
+                raise
+
+        return start_capped
+
+    for name in ("start_new_thread", "start_new", "start_joinable_thread"):
+        original = getattr(_thread, name, None)
+        if original is not None:
+            setattr(_thread, name, capped(original))
+    for name in ("_start_new_thread", "_start_joinable_thread"):
+        if hasattr(threading, name):
+            original = getattr(_thread, name.lstrip("_"), None)
+            if original is not None:
+                setattr(threading, name, original)
+    applied.append(f"thread-cap:{limit}")
+    if nproc and sys.platform.startswith("linux") and os.geteuid() != 0:
+        try:
+            import resource
+
+            nproc = _user_tasks(os.getuid()) + limit
+            _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+            if hard != resource.RLIM_INFINITY:
+                nproc = min(nproc, hard)
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            applied.append("nproc")
+        except (ImportError, OSError, ValueError):
+            pass
+    return applied
+
+
 def _apply_hardening(options: dict, scratch: str) -> list[str]:
     """Extra protections installed by stronger tiers (seccomp, Landlock). Stub-free: a tier
     that wants them passes a module path in ``options['module']`` exposing ``apply(options)``
@@ -430,11 +528,16 @@ class Worker:
         os.makedirs(scratch, exist_ok=True)  # exists already, except in an in-memory file system
         os.chdir(scratch)
         applied = _apply_rlimits(msg.get("rlimits") or {})
-        if msg.get("host_pid"):
-            applied += _die_with_host(int(msg["host_pid"]))
+        if msg.get("max_threads"):
+            applied += _cap_threads(int(msg["max_threads"]), nproc=bool(msg.get("thread_nproc")))
+        host_pid = int(msg.get("host_pid") or 0)
+        if host_pid:
+            applied += _die_with_host(host_pid)
         started = time.perf_counter()
         applied += _apply_hardening(msg.get("hardening") or {}, scratch)
         hardening_s = time.perf_counter() - started
+        if "die-with-host" in applied:
+            _watch_host(host_pid)  # after hardening, which needs a single-threaded worker
         self.repl = Repl(self.call, int(msg.get("max_output_chars") or 100_000))
         return {
             "type": "ready",
