@@ -271,8 +271,53 @@ def test_parse_fault_specs():
     assert parse_fault("not-json")[0].kind == "not_json"
     assert parse_fault("no-content")[0].kind == "no_content"
     assert parse_fault("disconnect")[0].kind == "disconnect"
+    assert parse_fault("trickle:0.5")[0] == Fault.trickle(0.5)
+    assert parse_fault("huge:1000")[0] == Fault.huge(1000)
+    assert parse_fault("negative-usage")[0].kind == "usage"
     with pytest.raises(ValueError, match="unknown fault"):
         parse_fault("explode")
+
+
+# ---- hostile servers ----------------------------------------------------------------------------
+
+
+def test_usage_fault_replaces_usage_fields_of_a_normal_reply(client, srv):
+    srv.queue("hi")
+    srv.fail_next(Fault.usage(prompt_tokens=-5, completion_tokens="7"))
+    data = chat(client, srv, "x").json()
+    assert data["choices"][0]["message"]["content"] == "hi"
+    assert (data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]) == (-5, "7")
+    assert data["usage"]["total_tokens"] >= 0  # the fields not named stay as they were
+
+
+def test_json_body_fault_answers_exactly_that(client, srv):
+    srv.fail_next(Fault.json_body({"choices": [{"message": {"content": 42}}]}, status=201))
+    resp = chat(client, srv, "x")
+    assert (resp.status_code, resp.json()) == (201, {"choices": [{"message": {"content": 42}}]})
+    assert srv.requests[0].status == 201
+
+
+@pytest.mark.parametrize("declare_length", [True, False])
+def test_huge_fault_sends_a_valid_body_of_that_size(client, srv, declare_length):
+    srv.fail_next(Fault.huge(3 << 20, declare_length=declare_length))
+    resp = chat(client, srv, "x")
+    assert ("content-length" in resp.headers) is declare_length
+    text = resp.json()["choices"][0]["message"]["content"]
+    assert text == "x" * (3 << 20)
+    srv.fail_next(Fault.huge(1000))
+    body = messages_api(
+        client, srv, {"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert body.json()["content"][0]["text"] == "x" * 1000
+
+
+def test_trickle_fault_sends_each_byte_in_time_but_the_whole_slowly(srv):
+    srv.fail_next(Fault.trickle(0.02))
+    started = time.monotonic()
+    with httpx.Client(timeout=0.5) as c:  # a per-read timeout: never reached
+        resp = chat(c, srv, "x")
+    assert resp.json()["choices"][0]["message"]["content"].startswith("fake reply")
+    assert time.monotonic() - started > len(resp.content) * 0.02 * 0.5
 
 
 # ---- concurrency, connections, lifecycle --------------------------------------------------------

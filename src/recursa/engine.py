@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING
 from recursa.context import Context
 from recursa.errors import LimitExceeded, RecursaError
 from recursa.gate import LMGate, clip
-from recursa.limits import DEFAULT_OUTPUT_CHARS, Budget, BudgetExhausted, Limits, UsageMeter
+from recursa.limits import (
+    DEFAULT_OUTPUT_CHARS,
+    Budget,
+    BudgetExhausted,
+    Limits,
+    Reservation,
+    SandboxSlots,
+    UsageMeter,
+)
 from recursa.lm.base import LM
 from recursa.parsing import find_code_blocks, find_final, strip_code_blocks
 from recursa.prompts import PromptProfile, profile_for
@@ -62,6 +70,13 @@ class Tree:
     gate: LMGate
     run_id: str
     journal: Journal | None = None
+    # Live sandboxes of this tree (Limits.max_sandboxes); pass one pool to share it among trees.
+    slots: SandboxSlots | None = None
+
+    def __post_init__(self) -> None:
+        if self.slots is None:
+            lim = self.config.limits
+            self.slots = SandboxSlots(lim.max_sandboxes, lim.max_depth)
 
 
 @dataclass
@@ -135,6 +150,7 @@ class Engine:
         self.state = _State()
         self.cell_span: Span | None = None  # parent for sub-call spans made by the running cell
         self.run_span: Span | None = None
+        self._prepaid: Reservation | None = None  # the first turn's call, reserved at start
 
     # ---- the run -------------------------------------------------------------------------------
     async def run(self, question: str, context: Context) -> Result:
@@ -159,10 +175,17 @@ class Engine:
         sandbox = tree.config.sandbox_factory(tree.config.sandbox_config, SubCalls(self).handle)
         answer, stop, detail = "", StopReason.ERROR, ""
         failure: BaseException | None = None
+        has_slot = False
         try:
+            messages = self._first_messages(question, context)
+            # No worker starts unless a slot is free and the first turn is paid for: a batch of
+            # children the budget cannot pay for never starts their processes.
+            await self._take_slot()
+            has_slot = True
+            self._prepaid = await tree.gate.reserve(self.lm, messages, tree.config.root_settings)
             await sandbox.start()
             await sandbox.load_context(context.value, alias_parts=context.multi)
-            answer, stop, detail = await self._loop(question, context, sandbox)
+            answer, stop, detail = await self._loop(messages, sandbox)
         except BudgetExhausted as exc:
             answer, stop, detail = self.state.candidate, exc.reason, exc.detail
         except asyncio.CancelledError:
@@ -172,7 +195,14 @@ class Engine:
             answer, stop, detail = self.state.candidate, StopReason.ERROR, str(exc)
             failure = exc
         finally:
-            await asyncio.shield(sandbox.shutdown())
+            if self._prepaid is not None:
+                tree.budget.release(self._prepaid)  # never sent: not a call
+                self._prepaid = None
+            if has_slot:
+                try:
+                    await asyncio.shield(sandbox.shutdown())
+                finally:
+                    tree.slots.release()  # type: ignore[union-attr]  # set in Tree.__post_init__
             tree.tracer.end(
                 self.run_span,
                 error=detail if stop in (StopReason.ERROR, StopReason.CANCELLED) else None,
@@ -207,15 +237,24 @@ class Engine:
             cache_hits=b.cache_hits,
             saved_usd=b.saved_usd,
             replayed_calls=b.replayed,
+            retries=b.retries,
         )
 
-    async def _loop(
-        self, question: str, context: Context, sandbox: Sandbox
-    ) -> tuple[str, StopReason, str]:
-        cfg, st, budget = self.tree.config, self.state, self.tree.budget
+    async def _take_slot(self) -> None:
+        """Wait (within the run's wall clock) until this engine may start a sandbox."""
+        budget = self.tree.budget
+        budget.check()
+        try:
+            async with asyncio.timeout(budget.remaining_time()):
+                await self.tree.slots.acquire(self.depth)  # type: ignore[union-attr]
+        except TimeoutError:
+            raise budget.expire(" while waiting for a sandbox") from None
+
+    def _first_messages(self, question: str, context: Context) -> list[Message]:
+        cfg = self.tree.config
         # A backend may say how much text one sub-call should read (small local models far less).
         sub_chars = getattr(self.tree.sub_lm, "recommended_chunk_chars", None)
-        messages = [
+        return [
             Message.system(
                 self.profile.system(
                     context_hint=f"a {context.python_type} of {context.total_chars:,} characters",
@@ -225,8 +264,12 @@ class Engine:
             ),
             Message.user(self.profile.first_turn(question=question, metadata=context.describe())),
         ]
+
+    async def _loop(self, messages: list[Message], sandbox: Sandbox) -> tuple[str, StopReason, str]:
+        cfg, st, budget = self.tree.config, self.state, self.tree.budget
         while st.iterations < cfg.limits.max_iterations:
-            budget.check()
+            if self._prepaid is None:  # the first turn was paid for before the sandbox started
+                budget.check()
             st.iterations += 1
             step = await self._iteration(messages, sandbox, st.iterations)
             if step.final is not None:
@@ -261,6 +304,7 @@ class Engine:
             depth=self.depth,
             last_turn=last_turn,
         )
+        prepaid, self._prepaid = self._prepaid, None
         try:
             completion = await self.tree.gate.complete(
                 self.lm,
@@ -270,6 +314,7 @@ class Engine:
                 depth=self.depth,
                 parent=span,
                 meter=self.meter,
+                reservation=prepaid,
             )
             messages.append(Message.assistant(completion.text))
             step = await self._step(completion.text, sandbox, span, last_turn=last_turn)

@@ -1,8 +1,10 @@
 """The one door every LM call of a run goes through.
 
-:class:`LMGate` bounds concurrency across the whole tree, reserves each call against the shared
-:class:`~recursa.limits.Budget` before it is sent, stops it when the run's wall clock runs out,
-prices and charges its usage, and records an ``lm_call`` span. Root turns, sub-calls and child
+:class:`LMGate` bounds concurrency across the whole tree, reserves each call's worst case against
+the shared :class:`~recursa.limits.Budget` before it is sent (waiting while calls in flight hold
+what is left, and sending the output cap the reservation allows), counts each retry a backend
+wants as one more call, stops it when the run's wall clock runs out, settles its usage, and
+records an ``lm_call`` span. Root turns, sub-calls and child
 runs all use the same gate, so nothing is counted twice and nothing escapes the limits.
 """
 
@@ -11,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from recursa.cache import cacheable
-from recursa.limits import Budget, BudgetExhausted, UsageMeter
-from recursa.lm.base import LM
+from recursa.limits import Budget, Reservation, UsageMeter
+from recursa.lm.base import LM, retry_guard
 from recursa.store import request_key
 from recursa.trace.spans import Span, Tracer
-from recursa.types import Completion, LMSettings, Message, StopReason
+from recursa.types import Completion, LMSettings, Message
 
 if TYPE_CHECKING:
     from recursa.cache import CallCache
@@ -36,6 +39,18 @@ def since_last_reply(messages: Sequence[Message]) -> Sequence[Message]:
         if messages[i].role == "assistant":
             return messages[i + 1 :]
     return messages
+
+
+def _capped(lm: LM, settings: LMSettings | None, res: Reservation) -> LMSettings | None:
+    """The settings with the output cap the reservation paid for (unchanged if it is theirs,
+    or the backend's own default anyway)."""
+    out = res.output_tokens
+    current = settings.max_output_tokens if settings is not None else None
+    if out is None or out == current:
+        return settings
+    if current is None and out == getattr(lm, "default_max_output_tokens", None):
+        return settings
+    return replace(settings or LMSettings(), max_output_tokens=out)
 
 
 def clip(text: str, limit: int = SPAN_TEXT_CHARS) -> str:
@@ -110,6 +125,26 @@ class LMGate:
             self.cache.put(key, lm.name, completion, cost)
         return completion, "model"
 
+    async def reserve(
+        self, lm: LM, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Reservation:
+        """Reserve one call's worst case, waiting while calls in flight hold what is left.
+        Raises :class:`~recursa.limits.BudgetExhausted` when the tree may not make it."""
+        prompt_chars = sum(len(m.content) for m in messages)
+        cap = settings.max_output_tokens if settings is not None else None
+        cap = cap or getattr(lm, "default_max_output_tokens", None)
+        try:
+            async with asyncio.timeout(self.budget.remaining_time()):
+                while True:
+                    res = self.budget.try_reserve(
+                        prompt_chars, model=lm.name, max_output_tokens=cap
+                    )
+                    if res is not None:
+                        return res
+                    await self.budget.wait_settled()
+        except TimeoutError:
+            raise self.budget.expire(" while waiting for the budget") from None
+
     async def complete(
         self,
         lm: LM,
@@ -120,64 +155,96 @@ class LMGate:
         depth: int,
         parent: Span | None,
         meter: UsageMeter | None = None,
+        reservation: Reservation | None = None,
     ) -> Completion:
         """Make one call. Raises :class:`BudgetExhausted` when the tree may not make it.
 
         ``meter`` also receives the call's priced usage: the engine whose turn or code made it.
+        ``reservation``: one made earlier with :meth:`reserve` (it is used up either way).
         """
+        try:
+            if reservation is None:
+                reservation = await self.reserve(lm, messages, settings)
+            settings = _capped(lm, settings, reservation)
+            async with asyncio.timeout(self.budget.remaining_time()):
+                async with self._sem:
+                    return await self._call(
+                        lm, messages, settings, reservation, role, depth, parent, meter
+                    )
+        except TimeoutError:
+            raise self.budget.expire(" during an LM call") from None
+        finally:
+            if reservation is not None:
+                self.budget.release(reservation)
+
+    async def _call(
+        self,
+        lm: LM,
+        messages: Sequence[Message],
+        settings: LMSettings | None,
+        reservation: Reservation,
+        role: str,
+        depth: int,
+        parent: Span | None,
+        meter: UsageMeter | None,
+    ) -> Completion:
         prompt_chars = sum(len(m.content) for m in messages)
-        async with self._sem:
-            self.budget.reserve_call(prompt_chars)
-            last = messages[-1].content if messages else ""
-            extra: dict[str, object] = {}
-            if role == "root":
-                # A root conversation only grows: the messages added since the model's last
-                # reply, kept whole, let a trace rebuild every root turn (SFT export).
-                extra["new_messages"] = [m.to_dict() for m in since_last_reply(messages)]
-            span = self.tracer.start(
-                "lm_call",
-                lm.name,
-                parent,
-                model=lm.name,
-                role=role,
-                depth=depth,
-                prompt=clip(last),
-                prompt_chars=prompt_chars,
-                n_messages=len(messages),
-                **extra,
-            )
-            self.in_flight += 1
-            try:
-                async with asyncio.timeout(self.budget.remaining_time()):
-                    completion, source = await self._send(lm, messages, settings, role, depth)
-            except TimeoutError:
-                err = BudgetExhausted(
-                    StopReason.TIMEOUT,
-                    f"timeout of {self.budget.limits.timeout_s:g}s reached during an LM call",
-                )
-                if self.budget.exhausted is None:
-                    self.budget.exhausted = err
-                self.tracer.end(span, error=str(err))
-                raise self.budget.exhausted from None
-            except BaseException as exc:
-                self.tracer.end(span, error=f"{type(exc).__name__}: {exc}")
-                raise
-            finally:
-                self.in_flight -= 1
-            priced = self.budget.charge(lm.name, depth, completion.usage, free=source == "cache")
-            if meter is not None:
-                meter.add(priced)
-            self.tracer.end(
-                span,
-                source=source,
-                # Root replies are kept whole (they are short: code) so traces can train models.
-                response=completion.text if role == "root" else clip(completion.text),
-                response_chars=len(completion.text),
-                response_model=completion.model or None,
-                finish_reason=completion.finish_reason,
-                input_tokens=priced.input_tokens,
-                output_tokens=priced.output_tokens,
-                cached_tokens=priced.cached_tokens,
-                cost_usd=priced.cost_usd if not priced.unpriced_calls else None,
-            )
-            return completion
+        last = messages[-1].content if messages else ""
+        extra: dict[str, object] = {}
+        if role == "root":
+            # A root conversation only grows: the messages added since the model's last
+            # reply, kept whole, let a trace rebuild every root turn (SFT export).
+            extra["new_messages"] = [m.to_dict() for m in since_last_reply(messages)]
+        span = self.tracer.start(
+            "lm_call",
+            lm.name,
+            parent,
+            model=lm.name,
+            role=role,
+            depth=depth,
+            prompt=clip(last),
+            prompt_chars=prompt_chars,
+            n_messages=len(messages),
+            **extra,
+        )
+        retries = 0
+
+        def guard() -> None:  # a retry the backend wants is one more call of the budget's
+            nonlocal retries
+            self.budget.reserve_retry()
+            retries += 1
+
+        self.in_flight += 1
+        token = retry_guard.set(guard)
+        reservation.sent = True
+        try:
+            completion, source = await self._send(lm, messages, settings, role, depth)
+        except BaseException as exc:
+            more = {"retries": retries} if retries else {}
+            self.tracer.end(span, error=f"{type(exc).__name__}: {exc}", **more)
+            raise
+        finally:
+            retry_guard.reset(token)
+            self.in_flight -= 1
+        self.budget.release(reservation)  # settled: what it did not use is free again
+        priced = self.budget.charge(lm.name, depth, completion.usage, free=source == "cache")
+        if meter is not None:
+            meter.add(priced)
+        more: dict[str, object] = {"retries": retries} if retries else {}
+        if settings is not None and settings.max_output_tokens is not None:
+            more["max_output_tokens"] = settings.max_output_tokens
+        self.tracer.end(
+            span,
+            source=source,
+            # Root replies are kept whole (they are short: code) so traces can train models.
+            response=completion.text if role == "root" else clip(completion.text),
+            response_chars=len(completion.text),
+            response_model=completion.model or None,
+            finish_reason=completion.finish_reason,
+            input_tokens=priced.input_tokens,
+            output_tokens=priced.output_tokens,
+            cached_tokens=priced.cached_tokens,
+            cost_usd=priced.cost_usd if not priced.unpriced_calls else None,
+            **more,
+        )
+        return completion

@@ -1,30 +1,48 @@
-"""Limits (plain data) and Budget (the one place that checks and charges them).
+"""Limits (plain data), Budget (the one place that checks and charges) and SandboxSlots.
 
 The whole tree of calls shares one :class:`Budget`: the root, its sub-calls, every child RLM and
 their sub-calls all draw on the same LM calls, tokens, money and wall clock. Iterations and
 consecutive errors are counted per RLM (a child has the same ``max_iterations`` as its parent
 and its own count), and ``max_depth`` bounds how deep children may nest.
 
-A call is *reserved* before it is sent (so concurrent calls cannot overshoot ``max_llm_calls``,
-and a call whose estimated prompt alone would pass ``max_tokens`` is refused) and *charged*
-after it returns. Tokens and cost can still overshoot by what calls already in flight spend;
-the next reservation after that is refused.
+A call is *reserved* before it is sent and *settled* after it returns. The reservation holds the
+call's worst case: one request against ``max_llm_calls``, and, under ``max_tokens`` or
+``max_cost_usd``, its estimated prompt tokens plus its output cap (lowered to what the budget can
+still pay for, and sent to the provider so it holds). A call that does not fit beside the calls
+already in flight waits for them to settle; one that cannot fit at all is refused and the run
+stops. Settling releases the reservation and charges what the provider reported. Each retry a
+backend wants to send is reserved as one more call (see :data:`recursa.lm.base.retry_guard`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from recursa.errors import ConfigError
-from recursa.pricing import PriceTable
+from recursa.pricing import ModelPrice, PriceTable
 from recursa.types import StopReason, Usage
 
-__all__ = ["Budget", "BudgetExhausted", "Limits", "UsageMeter", "approx_tokens"]
+__all__ = [
+    "Budget",
+    "BudgetExhausted",
+    "Limits",
+    "Reservation",
+    "SandboxSlots",
+    "UsageMeter",
+    "approx_tokens",
+]
 
 CHARS_PER_TOKEN = 4
 DEFAULT_OUTPUT_CHARS = 20_000
+DEFAULT_TIMEOUT_S = 3600.0
+DEFAULT_MAX_SANDBOXES = 4
+# The output cap a call gets under max_tokens/max_cost_usd when neither its settings nor its
+# backend name one: a worst case must be finite to be reserved.
+DEFAULT_OUTPUT_RESERVE = 4096
 
 
 def approx_tokens(n_chars: int) -> int:
@@ -36,13 +54,23 @@ def approx_tokens(n_chars: int) -> int:
 class Limits:
     """Bounds for a run. ``None`` means unbounded.
 
+    What each shared limit guarantees (the whole tree: root, sub-calls, children):
+
     Attributes:
         max_iterations: root turns per RLM (the root and each child count their own).
         max_depth: how deep ``rlm_query`` may nest children; past it, ``rlm_query`` is a plain call.
-        max_llm_calls: LM calls across the whole tree (root turns and sub-calls alike).
-        max_tokens: input + output tokens across the whole tree.
-        max_cost_usd: money across the whole tree (only calls with a known price count).
-        timeout_s: wall clock for the whole run, enforced while cells and sub-calls run too.
+        max_llm_calls: model calls, and for the HTTP backends every retry too: none is sent
+            past it (each is reserved before it goes out; failed calls count).
+        max_tokens: input + output tokens. A call is sent only if its estimated prompt
+            (~4 characters a token) plus its output cap fits beside every call in flight, and
+            the cap is sent to the provider; so the total can pass it only by what a provider
+            counts beyond the estimate, or by a server that ignores the output cap.
+        max_cost_usd: money, on the same terms as ``max_tokens`` (worst case priced with the
+            prompt uncached). Calls of models without a known price are not counted.
+        timeout_s: wall clock for the whole run (default one hour), enforced while cells,
+            sub-calls and sandbox starts wait too. ``None``: no limit.
+        max_sandboxes: sandboxes (worker processes) alive at once in the run's tree, the root's
+            included; children wait for a free one. Must be at least ``max_depth + 1``.
         max_consecutive_errors: iterations in a row whose code all failed before the run stops.
         max_output_chars: REPL output shown to the model per iteration; the rest is cut with a
             marker saying how much. ``None``: the root model's own suggestion
@@ -60,19 +88,21 @@ class Limits:
     max_llm_calls: int | None = None
     max_tokens: int | None = None
     max_cost_usd: float | None = None
-    timeout_s: float | None = None
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
     max_consecutive_errors: int = 5
     max_output_chars: int | None = None
     cell_timeout_s: float = 120.0
     max_concurrency: int = 16
     final_answer_turn: bool = True
     raise_on_limit: bool = False
+    max_sandboxes: int = DEFAULT_MAX_SANDBOXES
 
     def __post_init__(self) -> None:
         positive = {
             "max_iterations": self.max_iterations,
             "max_consecutive_errors": self.max_consecutive_errors,
             "max_concurrency": self.max_concurrency,
+            "max_sandboxes": self.max_sandboxes,
         }
         optional = {
             "max_llm_calls": self.max_llm_calls,
@@ -90,6 +120,13 @@ class Limits:
                 raise ConfigError(f"Limits.{name} must be positive (got {value})")
         if self.max_depth < 0:
             raise ConfigError(f"Limits.max_depth must be 0 or more (got {self.max_depth})")
+        if self.max_sandboxes < self.max_depth + 1:
+            # A chain root -> child -> ... at max_depth holds one sandbox per level.
+            raise ConfigError(
+                f"Limits.max_sandboxes={self.max_sandboxes} cannot run children "
+                f"{self.max_depth} deep: raise it to at least {self.max_depth + 1} "
+                "(--max-sandboxes) or lower max_depth"
+            )
 
 
 class BudgetExhausted(Exception):
@@ -99,6 +136,44 @@ class BudgetExhausted(Exception):
         self.reason = reason
         self.detail = detail
         super().__init__(detail)
+
+
+class _Signal:
+    """Wakes every waiter at once; each then looks again at what it waits for."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+@dataclass(eq=False)
+class Reservation:
+    """One call's claim on the budget, from before it is sent until it is settled.
+
+    ``output_tokens`` is the output cap the call must be sent with (``None``: its own settings
+    unchanged); ``tokens`` and ``usd`` are its worst case, held while it is in flight.
+    """
+
+    tokens: int = 0
+    usd: float = 0.0
+    output_tokens: int | None = None
+    held: bool = False
+    sent: bool = False  # the call went out (or was answered from the journal or cache)
+    settled: bool = False
 
 
 @dataclass
@@ -116,7 +191,12 @@ class Budget:
     cache_hits: int = 0
     saved_usd: float = 0.0
     replayed: int = 0
+    retries: int = 0  # re-sent requests (429, 5xx, timeouts...), each counted as a call
     warnings: list[str] = field(default_factory=list)
+    reserved_tokens: int = 0
+    reserved_usd: float = 0.0
+    open_reservations: int = 0
+    _settled: _Signal = field(default_factory=_Signal, init=False, repr=False)
 
     # ---- time -------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -126,6 +206,12 @@ class Budget:
         if self.limits.timeout_s is None:
             return None
         return max(0.0, self.limits.timeout_s - self.elapsed())
+
+    def expire(self, where: str = "") -> BudgetExhausted:
+        """The run's wall clock ran out (``where``: while doing what); sticky like every stop."""
+        return self._stop(
+            StopReason.TIMEOUT, f"timeout of {self.limits.timeout_s:g}s reached{where}"
+        )
 
     # ---- checks -----------------------------------------------------------------------------
     def _stop(self, reason: StopReason, detail: str) -> BudgetExhausted:
@@ -147,19 +233,112 @@ class Budget:
         if lim.max_cost_usd is not None and self.usage.cost_usd >= lim.max_cost_usd:
             raise self._stop(StopReason.MAX_COST, f"max_cost_usd={lim.max_cost_usd:g} reached")
 
-    def reserve_call(self, prompt_chars: int = 0) -> None:
-        """Reserve one LM call before sending it; raise if the tree may not make it."""
+    def _room(self, prompt: int, price: ModelPrice | None, *, now: bool) -> tuple[float, str]:
+        """The most output tokens the budget can still pay for after a prompt of ``prompt``
+        tokens (``inf``: unbounded), beside the calls in flight when ``now``; and which limit
+        binds ("" when none)."""
+        lim = self.limits
+        best, why = math.inf, ""
+        if lim.max_tokens is not None:
+            free = lim.max_tokens - self.usage.total_tokens - (self.reserved_tokens if now else 0)
+            if free - prompt < best:
+                best, why = free - prompt, "tokens"
+        if lim.max_cost_usd is not None and price is not None:
+            free_usd = lim.max_cost_usd - self.usage.cost_usd - (self.reserved_usd if now else 0)
+            left = free_usd - prompt * price.input / 1e6
+            per_out = price.output / 1e6
+            room = math.floor(left / per_out) if per_out > 0 else math.inf if left >= 0 else -1
+            if room < best:
+                best, why = room, "cost"
+        return best, why
+
+    def _refuse(self, why: str, prompt: int) -> BudgetExhausted:
+        lim = self.limits
+        if why == "cost":
+            return self._stop(
+                StopReason.MAX_COST,
+                f"max_cost_usd={lim.max_cost_usd:g}: a call with a prompt of ~{prompt} tokens "
+                "could pass it",
+            )
+        return self._stop(
+            StopReason.MAX_TOKENS,
+            f"max_tokens={lim.max_tokens}: a prompt of ~{prompt} tokens would pass it",
+        )
+
+    def try_reserve(
+        self, prompt_chars: int = 0, *, model: str = "", max_output_tokens: int | None = None
+    ) -> Reservation | None:
+        """Reserve one call's worst case before it is sent.
+
+        Returns ``None`` when it fits only once calls in flight settle (wait on
+        :meth:`wait_settled`, then ask again); raises :class:`BudgetExhausted` when it cannot
+        fit at all. ``max_output_tokens`` is the call's own output cap, if it has one.
+        """
         self.check()
         lim = self.limits
-        if lim.max_tokens is not None:
-            projected = self.usage.total_tokens + approx_tokens(prompt_chars)
-            if projected > lim.max_tokens:
-                raise self._stop(
-                    StopReason.MAX_TOKENS,
-                    f"max_tokens={lim.max_tokens}: a prompt of ~{approx_tokens(prompt_chars)} "
-                    "tokens would pass it",
-                )
+        price = self.prices.lookup(model) if lim.max_cost_usd is not None else None
+        if lim.max_tokens is None and price is None:
+            self.calls_reserved += 1
+            return Reservation(output_tokens=max_output_tokens)
+        prompt = approx_tokens(prompt_chars)
+        want = max_output_tokens or DEFAULT_OUTPUT_RESERVE
+        ever, why = self._room(prompt, price, now=False)
+        if ever < 1:  # not even one output token, with nothing else in flight
+            raise self._refuse(why, prompt)
+        now, _ = self._room(prompt, price, now=True)
+        if want <= now:
+            out = want
+        elif self.open_reservations:
+            return None  # what calls in flight do not use comes back when they settle
+        else:
+            out = int(now)  # the last call the budget allows: its output cap is lowered
+        usd = price.cost(Usage(input_tokens=prompt, output_tokens=out, calls=1)) if price else 0.0
+        res = Reservation(tokens=prompt + out, usd=usd, output_tokens=out, held=True)
+        self.reserved_tokens += res.tokens
+        self.reserved_usd += res.usd
+        self.open_reservations += 1
         self.calls_reserved += 1
+        return res
+
+    def reserve_call(
+        self, prompt_chars: int = 0, *, model: str = "", max_output_tokens: int | None = None
+    ) -> Reservation:
+        """:meth:`try_reserve` for callers that cannot wait: a call that does not fit beside
+        the calls in flight is refused (without stopping the run)."""
+        res = self.try_reserve(prompt_chars, model=model, max_output_tokens=max_output_tokens)
+        if res is None:
+            raise BudgetExhausted(
+                StopReason.MAX_TOKENS if self.limits.max_tokens else StopReason.MAX_COST,
+                "the calls in flight hold what is left of the budget",
+            )
+        return res
+
+    def release(self, res: Reservation) -> None:
+        """Give back a reservation (once; later calls do nothing). A call that never went out
+        (``res.sent`` false) does not count against ``max_llm_calls`` either."""
+        if res.settled:
+            return
+        res.settled = True
+        if not res.sent:
+            self.calls_reserved -= 1
+        if res.held:
+            self.open_reservations -= 1
+            self.reserved_tokens -= res.tokens
+            self.reserved_usd -= res.usd
+            if self.open_reservations == 0:  # no float drift left behind
+                self.reserved_tokens, self.reserved_usd = 0, 0.0
+        self._settled.notify()
+
+    async def wait_settled(self) -> None:
+        """Wait until some reservation is released."""
+        await self._settled.wait()
+
+    def reserve_retry(self) -> None:
+        """Count a retry a backend is about to send as one more call; raise if there is none
+        left (or the run is out of time)."""
+        self.check()
+        self.calls_reserved += 1
+        self.retries += 1
 
     def charge(self, model: str, depth: int, usage: Usage, *, free: bool = False) -> Usage:
         """Add one call's usage (priced here) to the totals; return the priced usage.
@@ -196,3 +375,34 @@ class UsageMeter:
         while meter is not None:
             meter.usage = meter.usage + priced
             meter = meter.parent
+
+
+class SandboxSlots:
+    """How many sandboxes may be alive at once: one pool per run tree (or shared by several
+    trees, if all of them have ``max_depth`` no greater than this pool's).
+
+    An engine at depth ``d`` may need a chain of ``max_depth - d`` deeper sandboxes to finish
+    (its child, that child's child...), so it takes a slot only while that many more stay free.
+    The deepest waiting child can then always start, and children that wait on grandchildren
+    never take the last slots those grandchildren need: no deadlock.
+    """
+
+    def __init__(self, capacity: int, max_depth: int = 0) -> None:
+        if capacity < max_depth + 1:
+            raise ConfigError(f"{capacity} sandbox slots cannot run children {max_depth} deep")
+        self.capacity = capacity
+        self.max_depth = max_depth
+        self.live = 0
+        self.peak = 0
+        self._freed = _Signal()
+
+    async def acquire(self, depth: int) -> None:
+        need = 1 + max(0, self.max_depth - depth)
+        while self.capacity - self.live < need:
+            await self._freed.wait()
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+
+    def release(self) -> None:
+        self.live -= 1
+        self._freed.notify()

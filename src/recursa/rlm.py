@@ -22,7 +22,7 @@ from recursa.gate import LMGate
 from recursa.journal import Journal, Replay
 from recursa.limits import Budget, Limits
 from recursa.lm.base import LM, ProviderOptions
-from recursa.lm.registry import resolve_model
+from recursa.lm.registry import parse_model, resolve_model
 from recursa.pricing import PriceTable
 from recursa.prompts import PROFILES, PromptProfile
 from recursa.sandbox import sandbox_factory
@@ -132,7 +132,11 @@ class RLM:
             base_url=base_url, api_key=api_key, timeout_s=call_timeout_s, max_retries=max_retries
         )
         self._owned: list[LM] = []
-        self.root_lm = self._resolve(model if model is not None else default_model_spec(), options)
+        root_spec = model if model is not None else default_model_spec()
+        # base_url and api_key belong to the root model's provider: a sub model of another
+        # provider must not send its own key to that URL (nor that key to its own server).
+        self._home = parse_model(root_spec)[0] if isinstance(root_spec, str) else None
+        self.root_lm = self._resolve(root_spec, options)
         self.sub_lm = self.root_lm if sub_model is None else self._resolve(sub_model, options)
         extra = [self._resolve(m, options) for m in models]
         self.models: dict[str, LM] = {}
@@ -169,6 +173,8 @@ class RLM:
         self.cache: CallCache | None = cache or None
 
     def _resolve(self, spec: str | LM, options: ProviderOptions) -> LM:
+        if isinstance(spec, str) and self._home is not None and parse_model(spec)[0] != self._home:
+            options = dataclasses.replace(options, base_url=None, api_key=None)
         lm = resolve_model(spec, options)
         if isinstance(spec, str):
             self._owned.append(lm)

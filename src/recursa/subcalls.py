@@ -2,9 +2,11 @@
 
 Every request is checked against the shared budget before it runs. ``llm_query`` is one LM call
 on the sub model. ``rlm_query`` starts a child :class:`~recursa.engine.Engine` one level deeper
-with its own sandbox, or, past ``max_depth``, makes a plain LM call. Batches run concurrently
-(bounded by the tree's concurrency limit), keep their order, and turn a failed item into an error
-string instead of failing the whole batch.
+with its own sandbox, or, past ``max_depth``, makes a plain LM call. A child starts its sandbox
+only once one of the tree's ``max_sandboxes`` slots is free and its first call is reserved, so
+a batch of a hundred children runs a few at a time and stops starting them when the budget
+ends. Batches run concurrently (bounded by the tree's concurrency limit), keep their order, and
+turn a failed item into an error string instead of failing the whole batch.
 """
 
 from __future__ import annotations
@@ -135,6 +137,9 @@ class SubCalls:
                 )
                 prompt = f"{prompt}\n\n{text}"
             return await self.llm(prompt, None, parent)
+        # Paid for before anything is built: the child's engine then waits for a sandbox slot
+        # and reserves its first call before its worker starts (see Engine.run).
+        self.tree.budget.check()
         ctx = load_context(context if context is not None else prompt)
         path = f"{self.engine.path}.{next(self.engine.children)}"
         child = Engine(

@@ -195,6 +195,7 @@ class Result:
     cache_hits: int = 0
     saved_usd: float = 0.0
     replayed_calls: int = 0
+    retries: int = 0  # requests re-sent after 429/5xx/timeouts (counted in max_llm_calls)
 
     @property
     def partial(self) -> bool:
@@ -231,4 +232,5 @@ class Result:
             "cache_hits": self.cache_hits,
             "saved_usd": round(self.saved_usd, 8),
             "replayed_calls": self.replayed_calls,
+            "retries": self.retries,
         }

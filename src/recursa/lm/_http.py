@@ -5,11 +5,21 @@ return HTML error pages) and JSON bodies the backend's parser rejects (gateways 
 relay upstream failures as a 200 carrying an error object). Each wait honours ``Retry-After``
 (seconds or an HTTP date) and ``retry-after-ms`` when the server sends them, else backs off
 exponentially with full jitter.
-Everything else (400, 401, 403, 404, ...) fails at once with a typed error.
+Everything else (400, 401, 403, 404, ...) fails at once with a typed error, and so does a body
+larger than ``max_response_bytes`` (it is read as a stream and dropped past the cap).
+
+Time: ``timeout_s`` bounds each attempt from sending to the last byte of the body (a server that
+trickles bytes is cut off there, not kept alive by each byte); the whole call, retries and their
+waits included, ends within ``RetryPolicy.total_timeout_s`` (default: ``timeout_s`` times the
+number of attempts). A wait that would pass that deadline is not taken: the last error is raised.
+
+Each retry is announced to :data:`recursa.lm.base.retry_guard` first, so a run counts it
+against its call budget (and may forbid it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import random
@@ -19,12 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 
 from recursa.errors import (
     LMAuthError,
@@ -36,22 +40,34 @@ from recursa.errors import (
     LMServerError,
     LMTimeoutError,
 )
-from recursa.lm.base import BaseLM
+from recursa.lm.base import BaseLM, retry_guard
 from recursa.types import Completion, LMSettings, Message
 
-__all__ = ["HTTPBackend", "RetryPolicy", "post_json"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "HTTPBackend",
+    "RetryPolicy",
+    "post_json",
+    "token_count",
+]
 
 _SNIPPET = 300
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# More tokens than any model reads or writes in one call: a usage figure past it is a lie.
+MAX_TOKENS_PER_CALL = 100_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to try. ``max_retries`` counts retries after the first attempt."""
+    """How hard to try. ``max_retries`` counts retries after the first attempt;
+    ``total_timeout_s`` bounds the whole call, retries and waits included (``None``: the
+    per-attempt timeout times the number of attempts)."""
 
     max_retries: int = 4
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
     max_retry_after_s: float = 120.0
+    total_timeout_s: float | None = None
 
 
 class _Retryable(Exception):
@@ -104,8 +120,94 @@ def _error_message(body: str) -> str:
     return _snippet(body)
 
 
-def _classify(resp: httpx.Response, model: str) -> Exception:
-    status = resp.status_code
+def token_count(raw: Mapping[str, Any], key: str, model: str, where: str = "usage") -> int:
+    """``raw[key]`` as a token count (absent or null: 0). Anything that cannot be one (a
+    string, a fraction, a negative or absurd number) is a protocol error, not a count: budgets
+    must never be fed a negative or made-up figure."""
+    value = raw.get(key)
+    if value is None:
+        return 0
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
+        raise LMResponseError(
+            f"{model}: {where}.{key} is not a token count: {_snippet(repr(value))}", model=model
+        )
+    if not 0 <= value <= MAX_TOKENS_PER_CALL:
+        raise LMResponseError(
+            f"{model}: {where}.{key}={int(value)} is impossible (0 to {MAX_TOKENS_PER_CALL:,})",
+            model=model,
+        )
+    return int(value)
+
+
+def usage_object(data: Mapping[str, Any], key: str, model: str) -> Mapping[str, Any]:
+    """``data[key]`` when it is an object, ``{}`` when absent or null; else a protocol error."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LMResponseError(
+            f"{model}: {key} is not an object: {_snippet(repr(value))}", model=model
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One HTTP answer, its body read in full (under the size cap)."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _json_body(payload: dict[str, Any]) -> bytes:
+    """The request as UTF-8 JSON. Text that cannot be UTF-8 (a lone surrogate from a file name
+    or a broken decode) is sent as U+FFFD rather than failing the call."""
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+async def _fetch(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    headers: Mapping[str, str],
+    timeout_s: float,
+    max_bytes: int,
+) -> _Reply:
+    """POST and read the body as a stream, giving up past ``max_bytes`` (so a huge reply costs
+    at most that much memory)."""
+    headers = {"content-type": "application/json", **headers}
+    async with client.stream(
+        "POST", url, content=_json_body(payload), headers=headers, timeout=timeout_s
+    ) as resp:
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise _TooLarge(int(declared))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _TooLarge(size)
+            chunks.append(chunk)
+        return _Reply(resp.status_code, resp.headers, b"".join(chunks))
+
+
+def _classify(resp: _Reply, model: str) -> Exception:
+    status = resp.status
     msg = f"{model}: HTTP {status}: {_error_message(resp.text)}"
     if status == 429:
         return _Retryable(
@@ -122,15 +224,11 @@ def _classify(resp: httpx.Response, model: str) -> Exception:
     return LMRequestError(msg, model=model, status=status)
 
 
-def _wait(policy: RetryPolicy):
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, policy.max_retry_after_s)
-        ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (state.attempt_number - 1))
-        return random.uniform(0, ceiling)
-
-    return wait
+def _delay(policy: RetryPolicy, exc: _Retryable, attempt: int) -> float:
+    if exc.retry_after is not None:
+        return min(exc.retry_after, policy.max_retry_after_s)
+    ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)
 
 
 async def post_json(
@@ -143,17 +241,34 @@ async def post_json(
     model: str,
     policy: RetryPolicy,
     parse: Callable[[dict[str, Any]], Any] | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> Any:
     """POST ``payload`` and return the decoded JSON object (passed through ``parse`` when
     given, inside the retry loop), retrying what is worth retrying."""
+    loop = asyncio.get_running_loop()
+    total = policy.total_timeout_s or timeout_s * (policy.max_retries + 1)
+    deadline = loop.time() + total
 
     async def attempt() -> Any:
+        left = deadline - loop.time()
+        budget = max(0.001, min(timeout_s, left))
+        within = f"{timeout_s:g}s" if left >= timeout_s else f"the {total:g}s this call may take"
         try:
-            resp = await client.post(url, json=payload, headers=dict(headers), timeout=timeout_s)
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(budget):
+                resp = await _fetch(client, url, payload, headers, budget, max_response_bytes)
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise _Retryable(
-                LMTimeoutError(f"{model}: no answer from {url} within {timeout_s:g}s", model=model)
+                LMTimeoutError(
+                    f"{model}: no complete answer from {url} within {within}", model=model
+                )
             ) from exc
+        except _TooLarge as exc:
+            raise LMResponseError(
+                f"{model}: the response from {url} passed {max_response_bytes:,} bytes "
+                f"(at least {exc.args[0]:,}); it was dropped. Raise max_response_bytes if "
+                "this server really sends replies that large",
+                model=model,
+            ) from None
         except httpx.TransportError as exc:
             raise _Retryable(
                 LMConnectionError(
@@ -162,10 +277,10 @@ async def post_json(
                     model=model,
                 )
             ) from exc
-        if resp.status_code >= 400:
+        if resp.status >= 400:
             raise _classify(resp, model)
         try:
-            data = resp.json()
+            data = json.loads(resp.body)
         except ValueError as exc:
             raise _Retryable(
                 LMResponseError(
@@ -184,20 +299,29 @@ async def post_json(
             return parse(data)
         except LMResponseError as exc:
             raise _Retryable(exc) from exc
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            # A shape the parser did not foresee: still a protocol error, not a crash.
+            raise _Retryable(
+                LMResponseError(
+                    f"{model}: malformed response ({type(exc).__name__}: {exc}): "
+                    f"{_snippet(resp.text)}",
+                    model=model,
+                )
+            ) from exc
 
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_retries + 1),
-        wait=_wait(policy),
-        retry=retry_if_exception_type(_Retryable),
-        reraise=True,
-    )
-    try:
-        async for try_ in retrying:
-            with try_:
-                return await attempt()
-    except _Retryable as exc:
-        raise exc.final from exc.__cause__
-    raise AssertionError("unreachable: tenacity always returns or raises")  # pragma: no cover
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await attempt()
+        except _Retryable as exc:
+            wait = _delay(policy, exc, attempts)
+            if attempts > policy.max_retries or loop.time() + wait >= deadline:
+                raise exc.final from exc.__cause__
+            guard = retry_guard.get()
+            if guard is not None:
+                guard()  # may raise: the caller's budget has no call (or time) for a retry
+        await asyncio.sleep(wait)
 
 
 class HTTPBackend(BaseLM):
@@ -209,6 +333,7 @@ class HTTPBackend(BaseLM):
     base_url: str
     timeout_s: float
     retry: RetryPolicy
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __init__(self, client: httpx.AsyncClient | None) -> None:
         self._client = client
@@ -236,6 +361,7 @@ class HTTPBackend(BaseLM):
             model=self.name,
             policy=self.retry,
             parse=self._parse,
+            max_response_bytes=self.max_response_bytes,
         )
 
     def _http(self) -> httpx.AsyncClient:

@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 
 from recursa.errors import LMResponseError
-from recursa.lm._http import HTTPBackend, RetryPolicy
+from recursa.lm._http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    HTTPBackend,
+    RetryPolicy,
+    token_count,
+    usage_object,
+)
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["AnthropicLM"]
@@ -23,7 +29,11 @@ DEFAULT_MAX_TOKENS = 8192
 
 
 class AnthropicLM(HTTPBackend):
-    """A Claude model behind ``POST {base_url}/v1/messages``."""
+    """A Claude model behind ``POST {base_url}/v1/messages``.
+
+    ``timeout_s`` bounds each attempt up to the last byte of the answer; a response body past
+    ``max_response_bytes`` is dropped and the call fails (see :mod:`recursa.lm._http`).
+    """
 
     def __init__(
         self,
@@ -36,8 +46,10 @@ class AnthropicLM(HTTPBackend):
         client: httpx.AsyncClient | None = None,
         prompt_cache: bool = True,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.endpoint = "/v1/messages"
+        self.max_response_bytes = max_response_bytes
         self.model = model
         self.name = f"anthropic:{model}"
         self.api_key = api_key
@@ -46,6 +58,7 @@ class AnthropicLM(HTTPBackend):
         self.retry = retry or RetryPolicy()
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
+        self.default_max_output_tokens = default_max_tokens  # what budgets reserve
         super().__init__(client)
 
     def _payload(self, messages: Sequence[Message], s: LMSettings) -> dict[str, Any]:
@@ -88,25 +101,31 @@ class AnthropicLM(HTTPBackend):
                 f"{self.name}: the response has no content list: {str(data)[:300]}",
                 model=self.name,
             )
-        text = "".join(
+        texts = [
             block.get("text", "")
             for block in content
             if isinstance(block, dict) and block.get("type") == "text"
-        )
-        raw = data.get("usage") or {}
-        cache_read = int(raw.get("cache_read_input_tokens") or 0)
-        cache_write = int(raw.get("cache_creation_input_tokens") or 0)
+        ]
+        if not all(isinstance(t, str) for t in texts):
+            raise LMResponseError(
+                f"{self.name}: a text block's text is not a string: {str(content)[:300]}",
+                model=self.name,
+            )
+        raw = usage_object(data, "usage", self.name)
+        cache_read = token_count(raw, "cache_read_input_tokens", self.name)
+        cache_write = token_count(raw, "cache_creation_input_tokens", self.name)
         # Anthropic reports cached and cache-creation tokens apart from input_tokens; recursa's
         # input_tokens is the whole prompt, with the cache hits reported as cached_tokens.
         usage = Usage(
-            input_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
-            output_tokens=int(raw.get("output_tokens") or 0),
+            input_tokens=token_count(raw, "input_tokens", self.name) + cache_read + cache_write,
+            output_tokens=token_count(raw, "output_tokens", self.name),
             cached_tokens=cache_read,
             calls=1,
         )
+        model, reason = data.get("model"), data.get("stop_reason")
         return Completion(
-            text=text,
+            text="".join(texts),
             usage=usage,
-            model=str(data.get("model") or self.model),
-            finish_reason=data.get("stop_reason"),
+            model=model if isinstance(model, str) and model else self.model,
+            finish_reason=reason if isinstance(reason, str) else None,
         )

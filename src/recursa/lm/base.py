@@ -6,13 +6,19 @@ Backends own their transport, retries, timeouts and usage extraction. The engine
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from recursa.types import Completion, LMSettings, Message
 
-__all__ = ["LM", "BaseLM", "ProviderOptions"]
+__all__ = ["LM", "BaseLM", "ProviderOptions", "retry_guard"]
+
+#: Set by whoever makes a call (a run's LM gate) around one ``complete``. A backend calls it
+#: before each retry it is about to send; it raises to forbid the retry (the run has no call,
+#: or no time, left), and the backend lets that exception through. Unset: retries are free.
+retry_guard: ContextVar[Callable[[], None] | None] = ContextVar("recursa_retry_guard", default=None)
 
 
 @runtime_checkable
@@ -58,6 +64,9 @@ class BaseLM:
     # True when the backend decodes greedily unless told otherwise, so a request without a
     # temperature has one fixed answer and may be served from the call cache.
     greedy_by_default: bool = False
+    # The output cap a call gets when its settings name none (None: no cap of its own). Token
+    # and cost budgets reserve it as the call's worst case.
+    default_max_output_tokens: int | None = None
 
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None

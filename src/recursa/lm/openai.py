@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 
 from recursa.errors import LMResponseError
-from recursa.lm._http import HTTPBackend, RetryPolicy
+from recursa.lm._http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    HTTPBackend,
+    RetryPolicy,
+    token_count,
+    usage_object,
+)
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["OpenAIChatLM"]
@@ -25,9 +31,11 @@ class OpenAIChatLM(HTTPBackend):
         base_url: the API root, ending in ``/v1`` for most servers.
         api_key: sent as a bearer token when given (local servers usually need none).
         provider: the prefix used in :attr:`name` (``openai`` or ``ollama``), for prices and traces.
-        timeout_s: per-call timeout; ``LMSettings.timeout_s`` overrides it per call.
+        timeout_s: time for one attempt, from sending to the last byte of the answer
+            (``LMSettings.timeout_s`` overrides it per call); see :mod:`recursa.lm._http`.
         retry: retry policy for 429/5xx/timeouts.
         client: an ``httpx.AsyncClient`` to use (and not close); tests pass one with a transport.
+        max_response_bytes: a larger response body is dropped and the call fails.
     """
 
     def __init__(
@@ -41,8 +49,10 @@ class OpenAIChatLM(HTTPBackend):
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
         extra_body: dict[str, Any] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.endpoint = "/chat/completions"
+        self.max_response_bytes = max_response_bytes
         self.model = model
         self.name = f"{provider}:{model}"
         self.base_url = base_url.rstrip("/")
@@ -87,18 +97,36 @@ class OpenAIChatLM(HTTPBackend):
                 model=self.name,
             ) from exc
         if not isinstance(text, str):  # some servers return content parts
-            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
-        raw = data.get("usage") or {}
-        details = raw.get("prompt_tokens_details") or {}
+            text = self._join_parts(text)
+        raw = usage_object(data, "usage", self.name)
+        details = usage_object(raw, "prompt_tokens_details", self.name)
+        input_tokens = token_count(raw, "prompt_tokens", self.name)
         usage = Usage(
-            input_tokens=int(raw.get("prompt_tokens") or 0),
-            output_tokens=int(raw.get("completion_tokens") or 0),
-            cached_tokens=int(details.get("cached_tokens") or 0),
+            input_tokens=input_tokens,
+            output_tokens=token_count(raw, "completion_tokens", self.name),
+            cached_tokens=min(input_tokens, token_count(details, "cached_tokens", self.name)),
             calls=1,
         )
+        model, reason = data.get("model"), choice.get("finish_reason")
         return Completion(
             text=text,
             usage=usage,
-            model=str(data.get("model") or self.model),
-            finish_reason=choice.get("finish_reason"),
+            model=model if isinstance(model, str) and model else self.model,
+            finish_reason=reason if isinstance(reason, str) else None,
         )
+
+    def _join_parts(self, content: Any) -> str:
+        """Content given as a list of parts: their text, joined; anything else is malformed."""
+        if not isinstance(content, list):
+            raise LMResponseError(
+                f"{self.name}: choices[0].message.content is neither text nor a list of parts: "
+                f"{str(content)[:300]}",
+                model=self.name,
+            )
+        texts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        if not all(isinstance(t, str) for t in texts):
+            raise LMResponseError(
+                f"{self.name}: a content part's text is not a string: {str(content)[:300]}",
+                model=self.name,
+            )
+        return "".join(texts)

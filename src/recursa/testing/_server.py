@@ -329,7 +329,9 @@ class FakeLLMServer:
         prompt = req.last_user
         with self._lock:
             fault = self._take_fault(prompt)
-            choice = self._pick(prompt) if fault is None or fault.kind == "hang" else None
+            # These faults change how a normal answer is sent, so they need one.
+            answered = fault is None or fault.kind in ("hang", "usage", "trickle")
+            choice = self._pick(prompt) if answered else None
         if isinstance(choice, Fault):
             return choice, None
         if callable(choice):
@@ -359,8 +361,8 @@ class FakeLLMServer:
         self, req: RecordedRequest, fault: Fault | None, text: str | None
     ) -> tuple[RecordedRequest, int]:
         status = 200
-        if fault is not None and fault.kind in ("http", "disconnect"):
-            status = fault.status if fault.kind == "http" else 0  # 0: no response at all
+        if fault is not None and fault.kind in ("http", "disconnect", "json"):
+            status = fault.status if fault.kind != "disconnect" else 0  # 0: no response at all
         rec = req.answered(status, fault.kind if fault else None, text)
         with self._lock:
             self._requests.append(rec)
@@ -386,6 +388,14 @@ class FakeLLMServer:
             page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
             _send(h, 200, page, "text/html")
             return
+        if kind == "json":
+            assert fault is not None
+            _send(h, fault.status, fault.body.encode("utf-8"), "application/json")
+            return
+        if kind == "huge":
+            assert fault is not None
+            self._send_huge(h, req, fault, n)
+            return
         status, headers = 200, []
         if kind == "http":
             assert fault is not None
@@ -401,4 +411,49 @@ class FakeLLMServer:
             payload = anthropic_body(
                 req, text or "", n, self.cached_tokens, self.cache_creation_tokens
             )
-        _send(h, status, json.dumps(payload).encode("utf-8"), "application/json", headers)
+        if kind == "usage":
+            assert fault is not None
+            payload["usage"] = {**payload.get("usage", {}), **json.loads(fault.body)}
+        data = json.dumps(payload).encode("utf-8")
+        if kind == "trickle":
+            assert fault is not None
+            self._trickle(h, data, fault.seconds)
+            return
+        _send(h, status, data, "application/json", headers)
+
+    def _trickle(self, h: _Handler, data: bytes, seconds: float) -> None:
+        """Headers at once, then the body one byte at a time."""
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.flush()
+        for i in range(len(data)):
+            if self._stopping.wait(seconds):
+                h.close_connection = True
+                return
+            h.wfile.write(data[i : i + 1])
+
+    def _send_huge(self, h: _Handler, req: RecordedRequest, fault: Fault, n: int) -> None:
+        """A valid body around ``fault.size`` bytes of text, written in chunks."""
+        marker = "\x00"
+        if req.api == "anthropic":
+            payload = anthropic_body(req, marker, n, 0, 0)
+        else:
+            payload = openai_body(req, marker, n, 0)
+        head, tail = json.dumps(payload).encode("utf-8").split(b"\\u0000", 1)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        if fault.declare_length:
+            h.send_header("Content-Length", str(len(head) + fault.size + len(tail)))
+        else:  # the body ends when the connection does
+            h.send_header("Connection", "close")
+            h.close_connection = True
+        h.end_headers()
+        h.wfile.write(head)
+        chunk = b"x" * (1 << 20)
+        left = fault.size
+        while left > 0 and not self._stopping.is_set():
+            h.wfile.write(chunk[: min(left, len(chunk))])
+            left -= len(chunk)
+        h.wfile.write(tail)

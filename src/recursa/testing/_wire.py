@@ -5,6 +5,7 @@ OpenAI / Anthropic response bodies. Standard library only; see :mod:`recursa.tes
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -24,11 +25,16 @@ def count_tokens(text: str) -> int:
 class Fault:
     """A failure to inject. Build one with the class methods."""
 
-    kind: str  # "http", "hang", "not_json", "no_content", "disconnect"
+    # "http", "hang", "not_json", "no_content", "disconnect", and the hostile ones: "json",
+    # "usage", "huge", "trickle"
+    kind: str
     status: int = 200
     message: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0  # hang: extra delay; http: Retry-After as an HTTP date this far ahead
+    body: str = ""  # json: the whole body; usage: the usage fields to override (JSON text)
+    size: int = 0  # huge: bytes of reply text
+    declare_length: bool = True  # huge: send Content-Length (else read until the close)
 
     @classmethod
     def http(cls, status: int, message: str = "", headers: dict[str, str] | None = None) -> Fault:
@@ -86,6 +92,29 @@ class Fault:
     def disconnect(cls) -> Fault:
         """Close the connection without answering."""
         return cls("disconnect")
+
+    # ---- hostile servers: the replies a lying, broken or malicious server sends ----------------
+    @classmethod
+    def json_body(cls, body: Any, status: int = 200) -> Fault:
+        """Answer with exactly this JSON (any shape: wrong types, missing fields...)."""
+        return cls("json", status, body=json.dumps(body))
+
+    @classmethod
+    def usage(cls, **fields: Any) -> Fault:
+        """A normal reply whose ``usage`` fields are replaced (negative, strings, huge...)."""
+        return cls("usage", body=json.dumps(fields))
+
+    @classmethod
+    def huge(cls, size: int, *, declare_length: bool = True) -> Fault:
+        """A well-formed reply whose text is ``size`` bytes, streamed in chunks (the server
+        never holds it whole). Without ``declare_length`` no Content-Length is sent."""
+        return cls("huge", size=size, declare_length=declare_length)
+
+    @classmethod
+    def trickle(cls, seconds_per_byte: float) -> Fault:
+        """A normal reply sent one byte every ``seconds_per_byte``: each read returns in time,
+        the whole answer takes minutes."""
+        return cls("trickle", seconds=seconds_per_byte)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,12 +331,21 @@ def model_entry(model: str) -> dict[str, Any]:
 
 def parse_fault(spec: str) -> tuple[Fault, int | None]:
     """``NAME[:ARG][*TIMES]`` -> (fault, times). NAME: ``429`` (ARG: Retry-After seconds), any
-    other status code, ``hang`` (ARG: seconds), ``not-json``, ``no-content``, ``disconnect``.
+    other status code, ``hang`` (ARG: seconds), ``not-json``, ``no-content``, ``disconnect``,
+    ``negative-usage``, ``trickle`` (ARG: seconds per byte), ``huge`` (ARG: bytes).
     TIMES: a count, or ``all`` (default 1)."""
     body, star, times_text = spec.partition("*")
     times = None if times_text == "all" else int(times_text) if star else 1
     name, _, arg = body.partition(":")
-    simple = {"not-json": Fault.not_json, "no-content": Fault.no_content}
+    simple = {
+        "not-json": Fault.not_json,
+        "no-content": Fault.no_content,
+        "negative-usage": lambda: Fault.usage(prompt_tokens=-1_000_000, input_tokens=-1_000_000),
+    }
+    if name == "trickle":
+        return Fault.trickle(float(arg or 1)), times
+    if name == "huge":
+        return Fault.huge(int(arg or 100_000_000)), times
     if name == "429":
         return Fault.rate_limit(float(arg) if arg else None), times
     if name.isdigit():

@@ -17,6 +17,10 @@ Each completion request is answered by, in order: an injected fault (:meth:`fail
 canned reply in the queue, and finally the responder (a function of the messages, or a string;
 by default an echo). Routes are matched by suffix (``.../chat/completions``, ``.../messages``,
 ``.../models``), so one base URL serves both APIs. Standard library only.
+
+Hostile servers are faults too: :meth:`Fault.usage` (lying usage: negative, strings, huge),
+:meth:`Fault.json_body` (any JSON, wrong types included), :meth:`Fault.huge` (a reply of any size,
+streamed) and :meth:`Fault.trickle` (a reply sent a byte at a time).
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="inject a fault into the next requests: 500*3, 429:2, hang:30, not-json",
+        help="inject a fault into the next requests: 500*3, 429:2, hang:30, not-json, "
+        "negative-usage, trickle:0.5 (seconds per byte), huge:100000000 (bytes)",
     )
     p.add_argument(
         "--fail-matching", nargs=2, action="append", default=[], metavar=("REGEX", "SPEC")
