@@ -4,6 +4,7 @@ store, path roots and progress events."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -67,13 +68,21 @@ def test_bad_limit_overrides_name_the_field(overrides):
 
 
 def test_model_names_resolve_to_configured_models():
-    cfg = ServerConfig(model="openai:gpt-5", sub_model="openai:gpt-5-mini", aliases={"fast": "x:y"})
+    cfg = ServerConfig(
+        model="openai:gpt-5",
+        sub_model="openai:gpt-5-mini",
+        aliases={"fast": "x:y"},
+        allowed_models=("anthropic:*",),
+    )
     assert list(cfg.model_names()) == ["rlm", "fast"]
     rlm = cfg.choose_model("rlm")
     assert (rlm.root, rlm.sub) == ("openai:gpt-5", "openai:gpt-5-mini")
     assert cfg.choose_model("fast").root == "x:y"
     other = cfg.choose_model("rlm:anthropic:claude-sonnet-4-5")
     assert (other.root, other.sub) == ("anthropic:claude-sonnet-4-5", "openai:gpt-5-mini")
+    # Without an --allow-model pattern, only configured models can be named.
+    with pytest.raises(ModelNotFound):
+        dataclasses.replace(cfg, allowed_models=()).choose_model("rlm:anthropic:claude-x")
 
 
 def test_default_model_follows_recursa_model(monkeypatch):

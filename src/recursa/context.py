@@ -7,23 +7,37 @@ the REPL also gets ``context_0 .. context_N``.
 Folders are read as ``{relative path: text}``, skipping ``.git`` (and other VCS folders), files
 matched by any ``.gitignore`` on the way down, and binary files. Everything skipped or repaired
 (invalid UTF-8 replaced) is reported in ``Context.warnings``.
+
+Files are never read whole before they are checked: each is opened without blocking, checked
+with ``fstat`` (a regular file, and not larger than ``max_file_bytes``), and read in chunks that
+stop at the limit (a FIFO or a file that grows cannot get past it). All files together may hold
+at most ``max_context_bytes``. Inside a folder, FIFOs, sockets and devices are skipped and so
+are files over the per-file limit (named in the warnings); a file given on its own that is too
+big, or a folder that is too big in all, is a :class:`ContextError` naming the option to raise.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import pathspec
 
 from recursa.errors import ContextError
 from recursa.limits import approx_tokens
 
-__all__ = ["Context", "ContextSource", "load_context"]
+__all__ = [
+    "DEFAULT_MAX_CONTEXT_BYTES",
+    "DEFAULT_MAX_FILE_BYTES",
+    "Context",
+    "ContextSource",
+    "load_context",
+]
 
 ContextSource = Union[str, bytes, list, tuple, Mapping, Path, "Context"]
 
@@ -31,6 +45,22 @@ _VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr"})
 _SNIFF = 8192
 PREVIEW_CHARS = 500
 LISTED_PARTS = 100
+MIB = 1024 * 1024
+DEFAULT_MAX_FILE_BYTES = 256 * MIB
+DEFAULT_MAX_CONTEXT_BYTES = 512 * MIB
+_CHUNK = MIB
+_GITIGNORE_BYTES = MIB
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _name(text: str) -> str:
+    """A path as text that can be encoded: file names that are not UTF-8 come from the OS with
+    lone surrogates, which no prompt, journal or trace could hold."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_FILE_OPTION = "--max-file-mb (max_file_bytes= in Python)"
+_TOTAL_OPTION = "--max-context-mb (max_context_bytes= in Python)"
 
 
 @dataclass(frozen=True)
@@ -155,9 +185,82 @@ def _looks_binary(head: bytes) -> bool:
 # ---- files and folders ------------------------------------------------------------------------
 
 
-def _read_file(path: Path, label: str, warnings: list[str]) -> str:
+def _mib(n: int) -> str:
+    return f"{n / MIB:,.1f} MiB" if n >= MIB else f"{n:,} bytes"
+
+
+@dataclass
+class _Budget:
+    """Bytes of files read so far, against the per-file and total limits."""
+
+    max_file: int
+    max_total: int
+    used: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("max_file_bytes", self.max_file),
+            ("max_context_bytes", self.max_total),
+        ):
+            if value < 1:
+                raise ContextError(f"{name} must be at least 1 (got {value})")
+
+    def room(self) -> int:
+        """The most bytes the next file may hold."""
+        return min(self.max_file, self.max_total - self.used)
+
+    def too_big(self, what: str, size: int | None) -> ContextError:
+        """The error for ``what`` holding ``size`` bytes (None: more than it had room for)."""
+        if (size or 0) > self.max_file or (size is None and self.room() == self.max_file):
+            held = f"{_mib(size)}" if size is not None else f"more than {_mib(self.max_file)}"
+            return ContextError(
+                f"{what} holds {held}, over the limit of {_mib(self.max_file)} per file; "
+                f"raise it with {_FILE_OPTION}"
+            )
+        return ContextError(
+            f"the context would hold more than {_mib(self.max_total)} of files (at {what}); "
+            f"raise the limit with {_TOTAL_OPTION} or give fewer files"
+        )
+
+
+def _open(path: Path) -> tuple[BinaryIO, os.stat_result]:
+    """The file opened for reading, and its ``fstat``. Opened without blocking, so a FIFO put
+    in a file's place after a check cannot hang the open; the caller decides what to read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    f = os.fdopen(fd, "rb", buffering=0)
     try:
-        data = path.read_bytes()
+        return f, os.fstat(fd)
+    except BaseException:
+        f.close()
+        raise
+
+
+def _read_capped(f: BinaryIO, limit: int, head: bytes = b"") -> bytes | None:
+    """``head`` and the rest of ``f``, or None as soon as that is more than ``limit`` bytes."""
+    parts, size = [head], len(head)
+    while size <= limit and (chunk := f.read(min(_CHUNK, limit + 1 - size))):
+        parts.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(parts)
+
+
+def _read_file(path: Path, label: str, warnings: list[str], budget: _Budget) -> str:
+    try:
+        f, st = _open(path)
+        with f:
+            if stat.S_ISFIFO(st.st_mode):  # a pipe the user named (<(cmd)): wait for a writer
+                with open(path, "rb", buffering=0) as pipe:
+                    data = _read_capped(pipe, budget.room())
+            elif stat.S_ISDIR(st.st_mode):
+                raise ContextError(f"{path} is a folder")
+            elif not stat.S_ISREG(st.st_mode):
+                raise ContextError(
+                    f"{path} is not a regular file (a device or socket); give a file or a folder"
+                )
+            elif st.st_size > budget.room():
+                raise budget.too_big(str(path), st.st_size)
+            else:
+                data = _read_capped(f, budget.room())
     except FileNotFoundError:
         raise ContextError(f"no such file: {path}") from None
     except PermissionError:
@@ -166,9 +269,36 @@ def _read_file(path: Path, label: str, warnings: list[str]) -> str:
         raise ContextError(f"{path} is a folder") from None
     except OSError as exc:
         raise ContextError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data is None:  # it grew, or it is a stream with no size to check first
+        raise budget.too_big(str(path), None)
     if _looks_binary(data[:_SNIFF]):
         raise ContextError(f"{path} looks like a binary file; give a text file or a folder")
+    budget.used += len(data)
     return _decode(data, label, warnings)
+
+
+def _read_member(path: Path, budget: _Budget) -> bytes | str:
+    """A folder member's bytes, or why it is skipped: ``"special"``, ``"big"`` or ``"binary"``.
+
+    Only regular files are read (checked on the open file, so nothing can be swapped in after
+    the check), and only as far as the limits allow; a binary file costs one sniff.
+    """
+    f, st = _open(path)
+    with f:
+        if not stat.S_ISREG(st.st_mode):
+            return "special"
+        if st.st_size > budget.max_file:
+            return "big"
+        if st.st_size > budget.room():
+            raise budget.too_big(str(path), st.st_size)
+        head = f.read(_SNIFF)
+        if _looks_binary(head):
+            return "binary"
+        data = _read_capped(f, budget.room(), head)
+    if data is None:  # it grew since fstat
+        raise budget.too_big(str(path), None)
+    budget.used += len(data)
+    return data
 
 
 class _Ignore:
@@ -179,10 +309,19 @@ class _Ignore:
 
     def add(self, rel_dir: str, gitignore: Path, warnings: list[str]) -> None:
         try:
-            lines = gitignore.read_text(encoding="utf-8", errors="replace").splitlines()
+            f, st = _open(gitignore)
+            with f:
+                data = _read_capped(f, _GITIGNORE_BYTES) if stat.S_ISREG(st.st_mode) else None
         except OSError as exc:
             warnings.append(f"{gitignore}: not read ({exc.strerror}); its rules were not applied")
             return
+        if data is None:
+            warnings.append(
+                f"{gitignore}: not a regular file of at most {_mib(_GITIGNORE_BYTES)}; "
+                "its rules were not applied"
+            )
+            return
+        lines = data.decode("utf-8", errors="replace").splitlines()
         self.specs.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(lines)))
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
@@ -200,7 +339,7 @@ def _names(paths: list[str], shown: int = 5) -> str:
     return ", ".join(paths[:shown]) + (" ..." if len(paths) > shown else "")
 
 
-def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
+def _read_folder(root: Path, warnings: list[str], budget: _Budget) -> dict[str, str]:
     if not os.access(root, os.R_OK | os.X_OK):
         raise ContextError(f"cannot read folder {root}: permission denied")
     ignore = _Ignore()
@@ -209,6 +348,7 @@ def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
     unreadable: list[str] = []
     outside: list[str] = []  # links leading out of the folder
     special: list[str] = []  # FIFOs, sockets, devices (or links to them)
+    too_big: list[str] = []  # over the per-file limit
     real_root = root.resolve()
 
     def onerror(exc: OSError) -> None:
@@ -242,17 +382,24 @@ def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
                 if path.is_symlink() and not path.resolve().is_relative_to(real_root):
                     outside.append(rel)
                     continue
-                if not stat.S_ISREG(path.stat().st_mode):
-                    special.append(rel)
-                    continue
-                data = path.read_bytes()
+                data = _read_member(path, budget)
             except OSError:
                 unreadable.append(rel)
                 continue
-            if _looks_binary(data[:_SNIFF]):
+            if data == "special":
+                special.append(rel)
+            elif data == "big":
+                too_big.append(rel)
+            elif data == "binary":
                 skipped_binary += 1
-                continue
-            files[rel] = _decode(data, rel, warnings)
+            else:
+                assert isinstance(data, bytes)
+                files[_name(rel)] = _decode(data, _name(rel), warnings)
+    if too_big:
+        warnings.append(
+            f"{root}: skipped {len(too_big):,} file(s) over the limit of "
+            f"{_mib(budget.max_file)} per file, raise it with {_FILE_OPTION}: {_names(too_big)}"
+        )
     if skipped_binary:
         warnings.append(f"{root}: skipped {skipped_binary:,} binary file(s)")
     if outside:
@@ -279,7 +426,7 @@ def _read_folder(root: Path, warnings: list[str]) -> dict[str, str]:
 # ---- entry point ------------------------------------------------------------------------------
 
 
-def _load_one(source: Any, warnings: list[str]) -> tuple[Any, str, str]:
+def _load_one(source: Any, warnings: list[str], budget: _Budget) -> tuple[Any, str, str]:
     """(value, kind, label) for one source."""
     if isinstance(source, Context):
         warnings.extend(source.warnings)
@@ -287,10 +434,11 @@ def _load_one(source: Any, warnings: list[str]) -> tuple[Any, str, str]:
     if isinstance(source, os.PathLike):
         path = Path(source).expanduser()
         if path.is_dir():
-            return _read_folder(path, warnings), "folder", str(path)
+            return _read_folder(path, warnings, budget), "folder", _name(str(path))
         if not path.exists():
-            raise ContextError(f"no such file or folder: {path}")
-        return _read_file(path, str(path), warnings), "file", str(path)
+            raise ContextError(f"no such file or folder: {_name(str(path))}")
+        label = _name(str(path))
+        return _read_file(path, label, warnings, budget), "file", label
     if isinstance(source, str):
         return source, "text", "text"
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -319,12 +467,22 @@ def _load_one(source: Any, warnings: list[str]) -> tuple[Any, str, str]:
     )
 
 
-def load_context(*sources: ContextSource | Iterable[Any]) -> Context:
-    """Load one or more sources. A ``str`` is text, never a path: pass ``Path`` for files."""
+def load_context(
+    *sources: ContextSource | Iterable[Any],
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+) -> Context:
+    """Load one or more sources. A ``str`` is text, never a path: pass ``Path`` for files.
+
+    ``max_file_bytes`` bounds each file read, ``max_context_bytes`` all files together (text
+    passed in directly does not count): nothing past them is ever read.
+    """
     if not sources:
         raise ContextError("no context given: pass text, a file or a folder (--context PATH)")
     warnings: list[str] = []
-    loaded = [_load_one(s, warnings) for s in sources]
+    budget = _Budget(max_file_bytes, max_context_bytes)
+    loaded = [_load_one(s, warnings, budget) for s in sources]
+    warnings = [_name(w) for w in warnings]
     if len(loaded) == 1:
         value, kind, label = loaded[0]
         ctx = Context(value, kind, tuple(warnings), (label,), False, _parts_of(value))

@@ -27,7 +27,7 @@ from typing import Any
 
 from recursa.context import Context
 from recursa.errors import JournalError
-from recursa.paths import data_dir
+from recursa.paths import DIR_MODE, data_dir, private_dir
 from recursa.store import completion_from_json, completion_to_json, connect
 from recursa.types import CellResult, Completion
 
@@ -122,7 +122,9 @@ class Journal:
         sync: str = "normal",
     ) -> Journal:
         folder = runs_dir(root) / run_id
-        folder.mkdir(parents=True, exist_ok=False)
+        # Journals hold the question, the whole context and every answer: private to the user.
+        private_dir(folder.parent)
+        folder.mkdir(mode=DIR_MODE)
         conn = connect(folder / "journal.sqlite", sync=sync)
         conn.executescript(_SCHEMA)
         journal = cls(conn, folder, run_id)

@@ -16,49 +16,90 @@ from dataclasses import dataclass
 __all__ = ["FinalText", "find_code_blocks", "find_final", "strip_code_blocks"]
 
 _CODE_LANGS = frozenset({"repl", "python", "py", "python3"})
-_FENCE = re.compile(
-    r"^[ \t]*```[ \t]*(?P<lang>[\w+.-]*)[^\n]*\n(?P<body>.*?)^[ \t]*```[ \t]*$",
-    re.DOTALL | re.MULTILINE,
-)
-_OPEN_FENCE_AT_END = re.compile(
-    r"^[ \t]*```[ \t]*(?:repl|python|py|python3)[ \t]*\n(?P<body>(?:(?!^[ \t]*```).)*)\Z",
-    re.DOTALL | re.MULTILINE | re.IGNORECASE,
-)
-_ANY_FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+# Fenced blocks are found line by line, never by one regex over the whole reply: a reply full of
+# fences that never close made a ```` ```.*?``` ```` search quadratic (a 112 KB reply took 42 s).
+# A fence line starts, after spaces or tabs, with three backticks; it opens a block when a line
+# follows it, and a bare one (nothing but spaces after the backticks) also closes a block.
+_FENCE_LINE = re.compile(r"^[ \t]*```[^\n]*", re.MULTILINE)
+_CLOSER_LINE = re.compile(r"^[ \t]*```[ \t]*$", re.MULTILINE)
+_LANG = re.compile(r"[ \t]*```[ \t]*([\w+.-]*)")
+_CODE_OPENER = re.compile(r"[ \t]*```[ \t]*(?:repl|python|py|python3)[ \t]*", re.IGNORECASE)
 # FINAL must open a line (markdown emphasis, quotes and bullets before it are allowed), so prose
 # such as "I will call FINAL(answer) when done" is not taken for an answer.
 _FINAL_START = re.compile(r"^[ \t>*_`-]*(?P<kind>FINAL_VAR|FINAL)\s*\(", re.MULTILINE)
+_PAREN = re.compile(r"[()]")
+_PAREN_OR_QUOTE = re.compile(r"[()\"']")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING_START = re.compile(r"\s*(?:[rRbBuUfF]{0,2})[\"']")
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    start: int  # where the opening fence line starts
+    end: int  # where the closing fence line ends (before its newline)
+    lang: str
+    body: str
+
+
+def _fences(text: str) -> tuple[list[_Block], int | None]:
+    """The closed blocks in order, and where an unclosed code block at the very end starts.
+
+    Each opening fence line takes the first bare fence line after it as its end; lines in
+    between are its body. An opening line with no closing line after it ends the search (no
+    later one can have one either), and what remains is a block cut off at the end when the last
+    fence line is a ``repl``/``python`` opener. Every search starts where the last one ended,
+    so the whole reply is read a bounded number of times.
+    """
+    blocks: list[_Block] = []
+    pos = 0
+    while (opener := _FENCE_LINE.search(text, pos)) is not None:
+        closer = _CLOSER_LINE.search(text, opener.end() + 1)
+        if closer is None:
+            return blocks, _cut_off_block(text, opener.start())
+        match = _LANG.match(text, opener.start(), opener.end())
+        body = text[opener.end() + 1 : closer.start()]
+        blocks.append(_Block(opener.start(), closer.end(), match.group(1) if match else "", body))
+        pos = closer.end()
+    return blocks, None
+
+
+def _cut_off_block(text: str, start: int) -> int | None:
+    """Where the last fence line (at or after ``start``) begins, if it opens a code block."""
+    last = None
+    for last in _FENCE_LINE.finditer(text, start):  # noqa: B007 - only the last one counts
+        pass
+    if last is None or last.end() >= len(text):  # an opener needs a line after it
+        return None
+    return last.start() if _CODE_OPENER.fullmatch(text, last.start(), last.end()) else None
+
+
+def _code(body: str) -> str | None:
+    code = textwrap.dedent(body).strip("\n")
+    return code if code.strip() else None
 
 
 def find_code_blocks(text: str) -> list[str]:
     """Code of every ``repl``/``python`` block, in order, dedented.
 
     Blocks with another language tag (```` ```json ````) are not code to run. An unclosed block
-    at the very end (the model was cut off) is taken as it is.
+    at the very end (the model was cut off) is taken as it is. Linear in the reply's length.
     """
-    blocks: list[str] = []
-    end = 0
-    for m in _FENCE.finditer(text):
-        end = m.end()
-        if m.group("lang").lower() not in _CODE_LANGS:
-            continue
-        code = textwrap.dedent(m.group("body")).strip("\n")
-        if code.strip():
-            blocks.append(code)
-    tail = _OPEN_FENCE_AT_END.search(text, end)
-    if tail:
-        code = textwrap.dedent(tail.group("body")).strip("\n")
-        if code.strip():
-            blocks.append(code)
-    return blocks
+    blocks, tail = _fences(text)
+    codes = [_code(b.body) for b in blocks if b.lang.lower() in _CODE_LANGS]
+    if tail is not None:
+        codes.append(_code(text[text.index("\n", tail) + 1 :]))
+    return [c for c in codes if c is not None]
 
 
 def strip_code_blocks(text: str) -> str:
     """``text`` without any fenced blocks (so FINAL inside code is not read twice)."""
-    text = _ANY_FENCE.sub("", text)
-    return _OPEN_FENCE_AT_END.sub("", text)
+    blocks, tail = _fences(text)
+    out, at = [], 0
+    for block in blocks:
+        out.append(text[at : block.start])
+        at = block.end
+    out.append(text[at:] if tail is None else text[at:tail])
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,39 +141,61 @@ class FinalText:
 
 
 def _scan(text: str, start: int, quotes: bool) -> int | None:
-    """Index of the parenthesis closing the one before ``start``, or None."""
+    """Index of the parenthesis closing the one before ``start``, or None.
+
+    Jumps from one parenthesis (or quote) to the next with C-speed searches rather than
+    stepping through every character.
+    """
     depth = 1
-    i = start
-    quote: str | None = None
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if text.startswith(quote, i):
-                i += len(quote)
-                quote = None
-                continue
-        elif quotes and c in "\"'":
-            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
-            i += len(quote)
-            continue
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
+    stops = _PAREN_OR_QUOTE if quotes else _PAREN
+    pos = start
+    while True:
+        for m in stops.finditer(text, pos):
+            c = m.group()
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    return m.start()
+            else:  # a quote opens a string: go on after its end
+                i = m.start()
+                quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
+                end = _string_end(text, i + len(quote), quote)
+                if end is None:
+                    return None
+                pos = end
+                break
+        else:
+            return None
+
+
+def _string_end(text: str, i: int, quote: str) -> int | None:
+    """Index just past the ``quote`` closing a string whose body starts at ``i``, or None.
+
+    A backslash escapes the character after it. The next quote is looked up again only once
+    the scan has passed it, so many backslashes before a distant quote stay linear.
+    """
+    close = text.find(quote, i)
+    while close != -1:
+        escape = text.find("\\", i, close)
+        if escape == -1:
+            return close + len(quote)
+        i = escape + 2
+        if i > close:
+            close = text.find(quote, i)
     return None
 
 
 def find_final(text: str) -> FinalText | None:
-    """The last ``FINAL(...)``/``FINAL_VAR(...)`` opening a line outside code blocks, if any."""
+    """The last ``FINAL(...)``/``FINAL_VAR(...)`` opening a line outside code blocks, if any.
+
+    Candidates are tried from the last one back, so a reply of many unclosed ``FINAL(`` lines
+    costs one scan to its end, not one per line.
+    """
     prose = strip_code_blocks(text)
-    found: FinalText | None = None
-    for m in _FINAL_START.finditer(prose):
+    last_paren = prose.rfind(")")
+    for m in reversed(list(_FINAL_START.finditer(prose))):
         start = m.end()
         # A string literal argument may hold ")" inside its quotes, so scan it quote-aware.
         # Prose ("FINAL(It's 42)") must not be: its apostrophe would open a string that never
@@ -142,9 +205,8 @@ def find_final(text: str) -> FinalText | None:
         if end is None:
             end = _scan(prose, start, quotes=not quoted)
         if end is None:
-            last = prose.rfind(")")
-            end = last if last >= start else len(prose)
+            end = last_paren if last_paren >= start else len(prose)
         arg = prose[start:end].strip()
         if arg:
-            found = FinalText(m.group("kind"), arg)
-    return found
+            return FinalText(m.group("kind"), arg)
+    return None

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recursa.paths import private_file
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["completion_from_json", "completion_to_json", "connect", "request_key"]
@@ -24,8 +25,12 @@ _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}
 
 
 def connect(path: Path, *, sync: str = "normal", timeout_s: float = 30.0) -> sqlite3.Connection:
-    """Open ``path`` in WAL mode, in autocommit mode (each statement commits on its own)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open ``path`` in WAL mode, in autocommit mode (each statement commits on its own).
+
+    A new file is created private to the user (0600), and SQLite gives its ``-wal`` and
+    ``-shm`` files the same mode: these files hold prompts and answers.
+    """
+    private_file(path)
     conn = sqlite3.connect(
         str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False
     )

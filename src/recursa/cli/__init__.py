@@ -8,6 +8,8 @@ while running (a model server that stays down), 130 for Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import importlib
 
 import typer
@@ -46,15 +48,24 @@ def _fail(message: str, code: int) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    # Escaped: messages quote install commands like pip install 'recursa[local]'.
+    from recursa.cli.progress import terminal_safe
+
+    # Escaped: messages quote install commands like pip install 'recursa[local]'. Made
+    # terminal-safe: they may quote what a model or a model server said.
     Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[bold red]error:[/] {escape(message)}", markup=True
+        f"[bold red]error:[/] {escape(terminal_safe(message))}", markup=True
     )
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (the console script passes it to ``sys.exit``)."""
+    # A crash in native code (llama.cpp) cannot be caught; at least name where it happened
+    # instead of dying silently with status 139.
+    if not faulthandler.is_enabled():
+        # Not where stderr has no file descriptor (captured by a test runner, an embedding app).
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            faulthandler.enable()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="recursa")
     except typer.Exit as exc:
@@ -72,4 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
     except RecursaError as exc:
         return _fail(str(exc), 1)
+    except UnicodeError as exc:  # text that is not UTF-8 (a file name, an argument) got through
+        return _fail(f"text that is not valid UTF-8 cannot be used here: {exc}", 2)
     return rv if isinstance(rv, int) else 0

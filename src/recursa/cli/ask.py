@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,44 @@ from recursa.errors import ConfigError, ContextError, RecursaError
 __all__ = ["register"]
 
 EXIT_PARTIAL = 3
+MIB = 1024 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean_question(question: str, err: Any, quiet: bool) -> str:
+    """The question with lone surrogates (bytes of the command line that were not UTF-8)
+    replaced by U+FFFD: nothing downstream (HTTP bodies, the journal) can encode them."""
+    cleaned, n = _SURROGATE.subn("\ufffd", question)
+    if n and not quiet:
+        err.print(f"[yellow]note:[/] the question held {n} byte(s) that are not UTF-8: replaced")
+    return cleaned
+
+
+def _emit(text: str) -> None:
+    """Print model-written text and a newline: byte-exact into a pipe or file (``typer.echo``
+    would strip colour codes there), but on a terminal without control sequences (an answer
+    must not set the window title or write to the clipboard)."""
+    out = sys.stdout
+    if out.isatty():
+        from recursa.cli.progress import terminal_safe
+
+        text = terminal_safe(text)
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(text + "\n")
+        out.flush()
+        return
+    out.flush()
+    # "replace": a lone surrogate in an answer becomes "?" instead of a crash.
+    buffer.write((text + "\n").encode(out.encoding or "utf-8", "replace"))
+    buffer.flush()
+
+
+def _safe(text: object) -> str:
+    """Model- or file-derived text for a note on stderr: no control sequences, no markup."""
+    from recursa.cli.progress import terminal_safe
+
+    return escape(terminal_safe(str(text)))
 
 
 def _read_stdin() -> bytes:
@@ -73,6 +112,18 @@ def ask(
         str | None,
         typer.Option("--sub-model", help="Model for llm_query and child RLMs (default: --model)."),
     ] = None,
+    max_file_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-file-mb",
+            help="Largest file --context reads, in MiB (checked before reading; larger files "
+            "in a folder are skipped with a note).",
+        ),
+    ] = 256.0,
+    max_context_mb: Annotated[
+        float,
+        typer.Option("--max-context-mb", help="All --context files together, in MiB."),
+    ] = 512.0,
     base_url: Annotated[
         str | None,
         typer.Option(
@@ -89,18 +140,33 @@ def ask(
     ] = 30,
     max_cost: Annotated[
         float | None,
-        typer.Option("--max-cost", help="Stop when the whole run has cost this many USD."),
+        typer.Option(
+            "--max-cost",
+            help="USD for the whole run: a call is sent only if its worst case still fits "
+            "(calls of models without a known price do not count).",
+        ),
     ] = None,
     max_calls: Annotated[
-        int | None, typer.Option("--max-calls", help="Stop after this many LM calls in all.")
+        int | None,
+        typer.Option(
+            "--max-calls", help="LM requests in all, retries included; none is sent past it."
+        ),
     ] = None,
     max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Stop after this many tokens in all.")
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Tokens in all: a call is sent only if its estimated prompt plus its output "
+            "cap still fits.",
+        ),
     ] = None,
     timeout: Annotated[
-        float | None,
-        typer.Option("--timeout", help="Wall-clock limit for the whole run, in seconds."),
-    ] = None,
+        float,
+        typer.Option(
+            "--timeout",
+            help="Wall-clock limit for the whole run, in seconds; 0 for none.",
+        ),
+    ] = 3600.0,
     cell_timeout: Annotated[
         float,
         typer.Option("--cell-timeout", help="Compute-time limit of one code cell, in seconds."),
@@ -108,6 +174,14 @@ def ask(
     concurrency: Annotated[
         int, typer.Option("--concurrency", help="LM calls in flight at once.")
     ] = 16,
+    max_sandboxes: Annotated[
+        int,
+        typer.Option(
+            "--max-sandboxes",
+            help="Sandbox processes alive at once (the root's and child RLMs'); more children "
+            "wait. At least --max-depth + 1.",
+        ),
+    ] = 4,
     max_output_chars: Annotated[
         int | None,
         typer.Option(
@@ -199,23 +273,27 @@ def ask(
         from recursa.context import load_context
         from recursa.rlm import new_run_id
 
+        question = _clean_question(question, err, quiet)
+        if max_file_mb <= 0 or max_context_mb <= 0:
+            raise ConfigError("--max-file-mb and --max-context-mb must be positive")
         # The user's input is checked before anything else (models, keys): its errors come first.
-        ctx = load_context(*context_sources(context))
+        ctx = load_context(
+            *context_sources(context),
+            max_file_bytes=max(1, int(max_file_mb * MIB)),
+            max_context_bytes=max(1, int(max_context_mb * MIB)),
+        )
         rlm = _build(locals())
         run_id = new_run_id()
         if not quiet:
             for warning in ctx.warnings:
-                err.print(f"[yellow]note:[/] {escape(warning)}")
+                err.print(f"[yellow]note:[/] {_safe(warning)}")
     try:
         result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err, otel)
     except (KeyboardInterrupt, RecursaError) as exc:
         if rlm.journal and not quiet and not isinstance(exc, ConfigError):
             err.print(f"[dim]resume with: recursa ask --resume {run_id}[/]")
         raise
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        typer.echo(result.answer)
+    _emit(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) if as_json else result.answer)
     if not quiet:
         _summary(err, result)
     return 0 if not result.partial else EXIT_PARTIAL
@@ -232,10 +310,11 @@ def _build(opts: dict[str, Any]) -> Any:
         max_llm_calls=opts["max_calls"],
         max_tokens=opts["max_tokens"],
         max_cost_usd=opts["max_cost"],
-        timeout_s=opts["timeout"],
+        timeout_s=opts["timeout"] or None,  # 0: no wall-clock limit
         cell_timeout_s=opts["cell_timeout"],
         max_concurrency=opts["concurrency"],
         max_output_chars=opts["max_output_chars"],
+        max_sandboxes=opts["max_sandboxes"],
     )
     return RLM(
         opts["model"],
@@ -303,9 +382,9 @@ def _summary(err: Any, result: Any) -> None:
             f"{result.cache_hits} from the cache (saved ${result.saved_usd:.4f})[/]"
         )
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {escape(warning)}")
+        err.print(f"[yellow]warning:[/] {_safe(warning)}")
     if result.partial:
-        why = escape(result.detail or result.stop_reason)
+        why = _safe(result.detail or result.stop_reason)
         err.print(f"[yellow]stopped before a final answer:[/] {why}")
     if result.trace_path:
         err.print(f"[dim]run {result.run_id} · trace: {escape(str(result.trace_path))}[/]")

@@ -1,10 +1,12 @@
-"""``recursa doctor``: which sandbox protections are active on this machine."""
+"""``recursa doctor``: which sandbox protections are active on this machine, and whether the
+embedded model's llama.cpp build runs safely on this CPU."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import warnings
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -30,6 +32,52 @@ async def _live(tier: str) -> dict[str, Any]:
         return {"tier": tier, "error": f"{type(exc).__name__}: {exc}"}
     finally:
         await box.shutdown()
+
+
+def local_model(probe_now: bool = False) -> dict[str, Any]:
+    """The embedded model on this machine: the llama.cpp build, the CPU features that decide
+    its kernels, and the probe's verdict for the default weights (``probe_now`` asks again)."""
+    import importlib.util
+
+    from recursa.models import probe
+
+    cpu = probe.cpu_identity()
+    info: dict[str, Any] = {
+        "llama_cpp_python": None,
+        "cpu": cpu["model"],
+        "cpu_features": probe.cpu_features(cpu["flags"]),
+    }
+    if importlib.util.find_spec("llama_cpp") is None:
+        info["detail"] = "not installed: pip install 'recursa[local]'"
+        return info
+    info["llama_cpp_python"] = probe.llama_cpp_version()
+    from recursa.lm.local import PROBE_RECORDS
+    from recursa.models import get_spec, model_status
+    from recursa.models.runtime import default_threads
+    from recursa.paths import cache_dir
+
+    status = model_status(get_spec(None))
+    if not status.ready:
+        info["detail"] = "the default weights are not assembled yet (the first run does it)"
+        return info
+    records = cache_dir() / PROBE_RECORDS
+    if probe_now:
+        choice = probe.safe_settings(status.path, records, force=True, threads=default_threads()[1])
+    else:
+        choice = probe.stored_choice(status.path, records)
+    if choice is None:
+        info["detail"] = "not probed yet: the first run does it (recursa doctor --probe: now)"
+        return info
+    info.update(
+        probe="ok",
+        repacked_weights=choice.extra_bufts,
+        crashed=[f"extra_bufts={a.extra_bufts}: {a.signal}" for a in choice.crashed],
+        attempts=[asdict(a) for a in choice.attempts],
+        build=choice.system_info,
+    )
+    if "AMX_INT8 = 1" in choice.system_info:
+        info["hint"] = "built with native AMX kernels: " + probe.rebuild_hint()
+    return info
 
 
 def collect(live_tiers: list[str]) -> dict[str, Any]:
@@ -79,6 +127,7 @@ def _render(report: dict[str, Any]) -> None:
         ("network blocked", [_flag(live.get(t, {}).get("network_blocked")) for t in tiers]),
         ("processes blocked", [_flag(live.get(t, {}).get("processes_blocked")) for t in tiers]),
         ("resource limits", [", ".join(live.get(t, {}).get("rlimits", [])) or "-" for t in tiers]),
+        ("threads capped", [str(live.get(t, {}).get("thread_cap", "-")) for t in tiers]),
         ("host non-dumpable", [_flag(live.get(t, {}).get("host_non_dumpable")) for t in tiers]),
     ]
     for name, cells in rows:
@@ -97,6 +146,30 @@ def _render(report: dict[str, Any]) -> None:
         console.print("process tier in force: " + ", ".join(proc["protections"]))
     for msg in report["warnings"]:
         console.print(f"[yellow]warning:[/] {escape(msg)}")
+    _render_local(console, report.get("local_model", {}))
+
+
+def _render_local(console: Any, info: dict[str, Any]) -> None:
+    features = ", ".join(info.get("cpu_features", [])) or "none of note"
+    version = info.get("llama_cpp_python") or "not installed"
+    cpu = escape(info.get("cpu", "?"))
+    console.print(f"\nembedded model: llama-cpp-python {escape(version)} on {cpu}")
+    console.print(f"  CPU features: {escape(features)}")
+    if info.get("detail"):
+        console.print(f"  {escape(info['detail'])}")
+    if info.get("probe"):
+        kernels = "repacked (fastest)" if info["repacked_weights"] else "plain (repacked crashed)"
+        console.print(f"  probe: runs safely with {kernels} kernels")
+        for attempt in info["attempts"]:
+            verdict = "ok" if attempt["ok"] else (attempt["signal"] or "failed")
+            console.print(
+                f"    extra_bufts={attempt['extra_bufts']}: {verdict}, "
+                f"{attempt['prompt_tokens']} prompt tokens at {attempt['prompt_tok_per_s']}/s, "
+                f"generation {attempt['generation_tok_per_s']}/s"
+            )
+        console.print(f"  build: {escape(info['build'])}")
+    if info.get("hint"):
+        console.print(f"  [yellow]hint:[/] {escape(info['hint'])}")
 
 
 def doctor(
@@ -113,8 +186,17 @@ def doctor(
             "tier only).",
         ),
     ] = False,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Check now, in a child process, which llama.cpp settings run the embedded "
+            "model without crashing on this CPU (otherwise the first run does, once).",
+        ),
+    ] = False,
 ) -> None:
-    """Report which sandbox protections are active here (seccomp, Landlock, limits, tiers)."""
+    """Report which sandbox protections are active here (seccomp, Landlock, limits, tiers) and
+    whether the embedded model runs safely on this CPU."""
     from recursa.errors import ConfigError
 
     for name in install:
@@ -125,6 +207,7 @@ def doctor(
         require_deno()
         ensure_pyodide()
     report = collect(["process", "wasm", "docker"] if live else ["process"])
+    report["local_model"] = local_model(probe)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:

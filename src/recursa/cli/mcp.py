@@ -24,9 +24,11 @@ from recursa.cli.serve import (
     Timeout,
     server_config,
 )
-from recursa.errors import MissingDependencyError
+from recursa.errors import ConfigError, MissingDependencyError
 
 __all__ = ["register"]
+
+MIB = 1024 * 1024
 
 
 def mcp(
@@ -48,7 +50,7 @@ def mcp(
     host: Annotated[str, typer.Option("--host", help="Address for --http.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="Port for --http.")] = 8765,
     max_runs: MaxRuns = 2,
-    base_url: BaseURL = None,
+    base_url: BaseURL = [],  # noqa: B006 - typer needs a literal default
     sandbox: Sandbox = "process",
     max_iterations: MaxIterations = 30,
     max_depth: MaxDepth = 1,
@@ -59,6 +61,18 @@ def mcp(
     cell_timeout: CellTimeout = 120.0,
     no_store: NoStore = False,
     keep_runs: KeepRuns = 1000,
+    max_file_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-file-mb",
+            help="Largest file `ask` reads, in MiB (checked before reading; larger files in a "
+            "folder are skipped).",
+        ),
+    ] = 256.0,
+    max_context_mb: Annotated[
+        float,
+        typer.Option("--max-context-mb", help="All files of one `ask` together, in MiB."),
+    ] = 512.0,
 ) -> None:
     """Serve RLMs to MCP clients (Claude Desktop, Cursor, agents...) over stdio.
 
@@ -71,7 +85,13 @@ def mcp(
         raise MissingDependencyError("recursa mcp", "server", exc.name) from None
     from recursa.server.roots import Roots
 
-    roots = Roots(root or [Path.cwd()])
+    if max_file_mb <= 0 or max_context_mb <= 0:
+        raise ConfigError("--max-file-mb and --max-context-mb must be positive")
+    roots = Roots(
+        root or [Path.cwd()],
+        max_file_bytes=int(max_file_mb * MIB),
+        max_context_bytes=int(max_context_mb * MIB),
+    )
     config = server_config(
         model=model,
         sub_model=sub_model,

@@ -11,10 +11,14 @@
 The processor methods run on the event loop for every span start and end, so they only update
 a few counters and dicts under a lock; the tree is built on rich's refresh thread, a few times
 a second, from a snapshot taken under the same lock.
+
+Everything shown comes from the model (code, names), so it goes through :func:`terminal_safe`
+first: a model must not be able to write escape sequences to the user's terminal.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,15 +31,34 @@ from rich.tree import Tree
 
 from recursa.trace.spans import Span
 
-__all__ = ["LiveProgress"]
+__all__ = ["LiveProgress", "terminal_safe"]
 
 MAX_CHILDREN = 3  # running children drawn per sub-call; the rest are counted
 MAX_DEPTH_SHOWN = 4  # nested children drawn below the root; deeper ones are counted
 LINE = 80
 
 
+# Terminal control sequences: OSC (window titles, OSC 52 clipboard writes, hyperlinks), DCS/PM/
+# APC strings, CSI (cursor moves, erasing, colours), other ESC sequences, C1 controls (8-bit
+# CSI/OSC), and C0 controls but tab and newline (carriage return and backspace overwrite
+# what was printed). Each alternative is linear: no nested repetition.
+_CONTROL = re.compile(
+    r"(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|(?:\x1b[P^_X]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?"
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` without terminal control sequences or control characters (``\\n`` and
+    ``\\t`` stay), for showing model-written text on a terminal."""
+    return _CONTROL.sub("", text)
+
+
 def _first_line(code: object) -> str:
-    for line in str(code or "").splitlines():
+    for line in terminal_safe(str(code or "")).splitlines():
         if line.strip():
             s = line.strip()
             return s if len(s) <= LINE else s[: LINE - 1] + "…"
@@ -114,7 +137,8 @@ class LiveProgress:
         a, kind = span.attrs, span.kind
         with self._lock:
             if kind == "run":
-                run = _Run(depth=int(a.get("depth") or 0), model=str(a.get("model") or ""))
+                model = terminal_safe(str(a.get("model") or ""))
+                run = _Run(depth=int(a.get("depth") or 0), model=model)
                 self._runs[span.id] = run
                 sub = self._subs.get(span.parent_id or "")
                 if sub is not None:
@@ -131,11 +155,11 @@ class LiveProgress:
             elif kind == "cell":
                 run = self._owner.get(span.parent_id or "")
                 if run is not None:
-                    run.cell, run.cell_name = _first_line(a.get("code")), span.name
+                    run.cell, run.cell_name = _first_line(a.get("code")), terminal_safe(span.name)
                     self._owner[span.id] = run
             elif kind == "sub_call":
                 run = self._owner.get(span.parent_id or "")
-                sub = _Sub(fn=str(a.get("fn") or span.name), n=int(a.get("n") or 1))
+                sub = _Sub(fn=terminal_safe(str(a.get("fn") or span.name)), n=int(a.get("n") or 1))
                 self._subs[span.id] = sub
                 if run is not None:
                     run.subs[span.id] = sub

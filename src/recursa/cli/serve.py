@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -29,8 +31,14 @@ SubModel = Annotated[
     typer.Option("--sub-model", help="Model for llm_query and child RLMs (default: the root)."),
 ]
 BaseURL = Annotated[
-    str | None,
-    typer.Option("--base-url", help="API root for OpenAI- or Anthropic-compatible model servers."),
+    list[str],
+    typer.Option(
+        "--base-url",
+        help="API root of the --model's provider (an OpenAI- or Anthropic-compatible server), "
+        "or PROVIDER=URL for another provider (repeatable). A URL is used for its own provider "
+        "only, so no other provider's key is ever sent to it.",
+        show_default=False,
+    ),
 ]
 Sandbox = Annotated[str, typer.Option("--sandbox", help="Where model code runs.")]
 MaxRuns = Annotated[
@@ -50,6 +58,14 @@ Timeout = Annotated[
 CellTimeout = Annotated[
     float, typer.Option("--cell-timeout", help="Compute seconds per code cell.")
 ]
+MaxSandboxes = Annotated[
+    int,
+    typer.Option(
+        "--max-sandboxes",
+        help="Sandbox processes alive at once per run (root and child RLMs; at least "
+        "--max-depth + 1). The most a server runs is this times --max-concurrent-runs.",
+    ),
+]
 NoStore = Annotated[
     bool,
     typer.Option(
@@ -64,7 +80,7 @@ def server_config(
     *,
     model: str | None,
     sub_model: str | None,
-    base_url: str | None,
+    base_url: Sequence[str] | str | None,
     sandbox: str,
     max_runs: int,
     max_iterations: int,
@@ -76,6 +92,7 @@ def server_config(
     cell_timeout: float,
     no_store: bool,
     keep_runs: int,
+    max_sandboxes: int | None = None,
     **extra: Any,
 ) -> ServerConfig:
     """A checked :class:`~recursa.server.config.ServerConfig` from command-line values."""
@@ -90,13 +107,14 @@ def server_config(
         max_cost_usd=max_cost,
         timeout_s=timeout,
         cell_timeout_s=cell_timeout,
+        **({} if max_sandboxes is None else {"max_sandboxes": max_sandboxes}),
     )
     options: dict[str, Any] = {"sandbox": sandbox}
-    if base_url:
-        options["base_url"] = base_url
+    urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
     config = ServerConfig(
         model=model,
         sub_model=sub_model,
+        base_urls=base_urls(urls, model),
         limits=limits,
         max_concurrent_runs=max_runs,
         store_runs=not no_store,
@@ -108,17 +126,45 @@ def server_config(
     return config
 
 
+_PROVIDER_URL = re.compile(r"^(?P<provider>[A-Za-z][A-Za-z0-9_.-]*)=(?P<url>\S.*)$")
+
+
+def base_urls(values: Sequence[str], model: str | None) -> dict[str, str]:
+    """``--base-url`` values as ``{provider: url}``: ``PROVIDER=URL``, or a bare URL for the
+    provider of ``model`` (the root model; default: ``$RECURSA_MODEL``, else ``local``)."""
+    from recursa.lm.registry import parse_model
+    from recursa.rlm import default_model_spec
+
+    out: dict[str, str] = {}
+    for value in values:
+        match = _PROVIDER_URL.match(value.strip())
+        if match:
+            provider, url = match["provider"].lower(), match["url"].strip()
+        else:
+            provider, url = parse_model(model or default_model_spec())[0], value.strip()
+        if not url:
+            raise ConfigError("--base-url is empty: give a URL, or PROVIDER=URL")
+        if provider in out:
+            raise ConfigError(
+                f"--base-url names two URLs for {provider}: {out[provider]} and {url}"
+            )
+        out[provider] = url
+    return out
+
+
 def _check_models(config: ServerConfig) -> None:
     """Fail at start, not on every request, when a configured model cannot be built."""
     from recursa.lm.registry import parse_model
     from recursa.rlm import RLM
+    from recursa.server.runs import build_models
 
     for choice in config.model_names().values():
         # The embedded model is built lazily and may need to fetch weights: not at start.
         if parse_model(choice.root)[0] == "local":
             continue
         try:
-            RLM(choice.root, choice.sub, **dict(config.rlm_options))
+            models = build_models(config, choice)
+            RLM(*models[:2], **dict(config.rlm_options))
         except ConfigError as exc:
             raise ConfigError(
                 f"model {choice.name!r} ({choice.root}) cannot be used: {exc}"
@@ -159,10 +205,21 @@ def serve(
             show_default=False,
         ),
     ] = [],  # noqa: B006 - typer needs a literal default
+    allow_model: Annotated[
+        list[str],
+        typer.Option(
+            "--allow-model",
+            help="Let clients pick models matching this PROVIDER:MODEL pattern as "
+            "rlm:PROVIDER:MODEL (fnmatch: 'openai:gpt-5*', 'anthropic:*'; repeatable). "
+            "Default: only the configured models (--model, --sub-model, --alias).",
+            show_default=False,
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
     fixed_models: Annotated[
         bool,
         typer.Option(
-            "--fixed-models", help="Refuse rlm:PROVIDER:MODEL names: only 'rlm' and aliases."
+            "--fixed-models",
+            help="Only 'rlm', aliases and configured models (the default without --allow-model).",
         ),
     ] = False,
     api_key: Annotated[
@@ -184,7 +241,7 @@ def serve(
     max_body_mb: Annotated[
         float, typer.Option("--max-body-mb", help="Largest request body, in MiB (413 past it).")
     ] = 32.0,
-    base_url: BaseURL = None,
+    base_url: BaseURL = [],  # noqa: B006 - typer needs a literal default
     sandbox: Sandbox = "process",
     max_iterations: MaxIterations = 30,
     max_depth: MaxDepth = 1,
@@ -193,6 +250,7 @@ def serve(
     max_tokens: MaxTokens = None,
     timeout: Timeout = 600.0,
     cell_timeout: CellTimeout = 120.0,
+    max_sandboxes: MaxSandboxes = 4,
     no_store: NoStore = False,
     keep_runs: KeepRuns = 1000,
     log_level: Annotated[
@@ -202,8 +260,9 @@ def serve(
     """Serve RLMs behind an OpenAI-compatible API: POST /v1/chat/completions, GET /v1/models.
 
     The conversation is the context (it goes into the REPL); the last user message is the
-    question. Model names: 'rlm' (the --model), aliases, or 'rlm:PROVIDER:MODEL'. Requests may
-    tighten limits with an extra body field, e.g. {"recursa": {"max_iterations": 5}}.
+    question. Model names: 'rlm' (the --model), aliases, or 'rlm:PROVIDER:MODEL' for configured
+    models and those --allow-model allows. Requests may tighten limits with an extra body
+    field, e.g. {"recursa": {"max_iterations": 5}}.
     """
     need_server_extra("recursa serve")
     from rich.console import Console
@@ -212,6 +271,8 @@ def serve(
 
     if max_body_mb <= 0:
         raise ConfigError("--max-body-mb must be positive")
+    if fixed_models and allow_model:
+        raise ConfigError("--fixed-models refuses what --allow-model allows: give one of them")
     config = server_config(
         model=model,
         sub_model=sub_model,
@@ -225,10 +286,12 @@ def serve(
         max_tokens=max_tokens,
         timeout=timeout,
         cell_timeout=cell_timeout,
+        max_sandboxes=max_sandboxes,
         no_store=no_store,
         keep_runs=keep_runs,
         aliases=_aliases(alias),
         open_models=not fixed_models,
+        allowed_models=tuple(allow_model),
         api_key=api_key,
         progress=progress,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
@@ -240,6 +303,8 @@ def serve(
             "this port can spend your model budget"
         )
     err.print(f"[dim]default model (rlm): {config.default_model}[/]")
+    if config.allowed_models and config.open_models:
+        err.print(f"[dim]clients may also pick: {', '.join(config.allowed_models)}[/]")
     run_server(config, host=host, port=port, log_level=log_level.lower())
 
 

@@ -13,11 +13,16 @@ How a conversation becomes a run:
 
 Only text is accepted; images, audio and files get a 400 rather than being silently dropped.
 Extra body field ``recursa`` holds options of ours: ``progress`` (bool) and limits to tighten.
+
+A body is checked before anything reads it (:func:`decode_body`): JSON nested deeper than
+:data:`MAX_JSON_DEPTH` is a 400, and lone surrogates (``"\\ud800"``, which no UTF-8 writer
+accepts: not the trace, the stored summary or the response) become U+FFFD.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,19 +38,59 @@ from recursa.server.errors import RequestError, ServerBusy
 from recursa.types import Result
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "ChatRequest",
     "chunk",
     "completion_body",
+    "decode_body",
     "error_body",
     "error_for",
     "finish_reason",
     "parse_chat_request",
     "run_info",
+    "scrub",
     "usage_body",
 ]
 
+# Deep enough for any chat request (tool schemas included), shallow enough that nothing that
+# walks the body recursively can run out of stack.
+MAX_JSON_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _TEXT_PARTS = frozenset({"text", "input_text"})
+
+
+def scrub(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it can be written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _clean(value: Any, depth: int) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise RequestError(f"the request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, list):
+        return [_clean(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k): _clean(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def decode_body(raw: bytes) -> Any:
+    """A request body as checked JSON: :class:`RequestError` (400) when it is not JSON, not
+    UTF-8, or nested too deeply; lone surrogates replaced. CPU-heavy for big bodies: call it
+    off the event loop."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # the decoder's own guard, far past MAX_JSON_DEPTH
+        raise RequestError(
+            f"the request body is nested more than {MAX_JSON_DEPTH} levels deep"
+        ) from None
+    except ValueError:  # UnicodeDecodeError included
+        raise RequestError("the request body is not valid JSON (UTF-8)") from None
+    return _clean(value, 1)
 
 
 @dataclass(frozen=True)

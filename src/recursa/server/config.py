@@ -5,9 +5,14 @@ Model names a client may send:
 - ``rlm``: the configured default root model (``--model``, else ``RECURSA_MODEL``, else the
   embedded local model) with the configured sub model.
 - an alias (``--alias fast=openai:gpt-5-mini``): that root model with the configured sub model.
-- ``rlm:PROVIDER:MODEL``: any model the registry can build, as root (and sub model, unless one is
-  configured). Turned off with ``open_models=False``. ``scripted:`` models are never accepted this
-  way, because their "model name" is a file on the server.
+- ``rlm:PROVIDER:MODEL``: a configured model (root or sub), or one the operator allowed with an
+  ``allowed_models`` pattern (``--allow-model 'openai:gpt-5*'``). Nothing else: a client picking
+  any model would pick where the operator's API keys go (``litellm:`` routes a key by the model
+  name) and which files the server loads (``local:/path.gguf``). ``scripted:`` models are never
+  accepted this way, because their "model name" is a file on the server.
+
+Each provider's API root is its own: ``base_urls`` maps a provider to the URL its key goes to,
+so a ``--base-url`` given for ``openai`` never receives ``ANTHROPIC_API_KEY``.
 
 Limits come from the server; a request may only tighten them (see :func:`tighten_limits`).
 """
@@ -15,6 +20,7 @@ Limits come from the server; a request may only tighten them (see :func:`tighten
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import re
 from collections.abc import Mapping
@@ -24,6 +30,7 @@ from typing import Any
 
 from recursa.errors import ConfigError
 from recursa.limits import Limits
+from recursa.lm.base import ProviderOptions
 from recursa.lm.registry import parse_model
 from recursa.paths import data_dir
 from recursa.rlm import default_model_spec
@@ -72,7 +79,12 @@ class ServerConfig:
         model: default root model (``None``: ``RECURSA_MODEL``, else the embedded local model).
         sub_model: sub model for every run (``None``: the run's root model).
         aliases: extra model names clients may send, each mapped to a root model.
-        open_models: accept ``rlm:PROVIDER:MODEL`` names for models not configured here.
+        open_models: accept ``rlm:PROVIDER:MODEL`` names matching ``allowed_models``
+            (``False``: only configured models, whatever ``allowed_models`` says).
+        allowed_models: ``fnmatch`` patterns of ``provider:model`` names clients may pick
+            beyond the configured ones (``"openai:gpt-5*"``, ``"anthropic:*"``). Default: none.
+        base_urls: API root per provider (``{"openai": "http://vllm:8000/v1"}``); a provider
+            not named here uses its own default (``OPENAI_BASE_URL``...), never another's URL.
         limits: the limits of every run; requests may only tighten them.
         max_concurrent_runs: runs at once; past it, requests are refused with 429 at once.
         retry_after_s: what the 429 answer tells clients to wait.
@@ -90,6 +102,8 @@ class ServerConfig:
     sub_model: str | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
     open_models: bool = True
+    allowed_models: tuple[str, ...] = ()
+    base_urls: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = DEFAULT_LIMITS
     max_concurrent_runs: int = 4
     retry_after_s: int = 5
@@ -115,6 +129,26 @@ class ServerConfig:
                 raise ConfigError(f"alias {alias!r} names no model: write NAME=PROVIDER:MODEL")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("the API key is empty: pass a non-empty --api-key or none at all")
+        for pattern in self.allowed_models:
+            if ":" not in pattern:
+                raise ConfigError(
+                    f"--allow-model {pattern!r}: write a PROVIDER:MODEL pattern, e.g. "
+                    "'openai:gpt-5*' ('*:*' allows every model, local files included)"
+                )
+        for provider, url in self.base_urls.items():
+            if not provider or provider != provider.lower() or not url.strip():
+                raise ConfigError(
+                    f"bad base URL {provider}={url!r}: write PROVIDER=URL, e.g. "
+                    "openai=http://localhost:8000/v1"
+                )
+        for key in ("base_url", "api_key"):
+            if key in self.rlm_options:
+                # One URL or key for every provider is how a key reaches the wrong server.
+                raise ConfigError(
+                    f"rlm_options may not set {key}: it would apply to every provider a client "
+                    "picks; give base_urls={provider: url} (keys come from each provider's "
+                    "environment variable)"
+                )
 
     @property
     def default_model(self) -> str:
@@ -131,6 +165,19 @@ class ServerConfig:
             names[alias] = ModelChoice(alias, spec, self.sub_model)
         return names
 
+    def configured_models(self) -> dict[str, str]:
+        """Every model the operator named (root models and the sub model), by canonical name."""
+        specs = [c.root for c in self.model_names().values()]
+        if self.sub_model:
+            specs.append(self.sub_model)
+        return {_canonical(s): s for s in specs}
+
+    def allows(self, spec: str) -> bool:
+        """True when clients may pick ``spec`` (canonical ``provider:model``) by name."""
+        return self.open_models and any(
+            fnmatch.fnmatchcase(spec, pattern) for pattern in self.allowed_models
+        )
+
     def choose_model(self, name: str) -> ModelChoice:
         """The models behind a requested name; :class:`ModelNotFound` when there are none."""
         known = self.model_names()
@@ -143,12 +190,10 @@ class ServerConfig:
                 f"one of: {', '.join(known)}",
                 param="model",
             )
-        if spec in {c.root for c in known.values()}:
-            return ModelChoice(name, spec, self.sub_model)
-        if not self.open_models:
-            raise ModelNotFound(
-                f"this server only runs its configured models: {', '.join(known)}", param="model"
-            )
+        canonical = _canonical(spec)
+        configured = self.configured_models()
+        if canonical in configured:
+            return ModelChoice(name, configured[canonical], self.sub_model)
         try:
             provider, _ = parse_model(spec)
         except ConfigError as exc:
@@ -159,7 +204,28 @@ class ServerConfig:
                 "with --model or --alias",
                 param="model",
             )
-        return ModelChoice(name, spec, self.sub_model)
+        if not self.allows(canonical):
+            raise ModelNotFound(
+                f"this server does not run {canonical!r}: use one of {', '.join(known)} "
+                "(the operator can allow more with --allow-model PATTERN)",
+                param="model",
+            )
+        return ModelChoice(name, canonical, self.sub_model)
+
+    def provider_options(self, spec: str) -> ProviderOptions:
+        """Options for building ``spec``: the base URL configured for its provider, if any."""
+        provider = _canonical(spec).partition(":")[0]
+        return ProviderOptions(base_url=self.base_urls.get(provider))
+
+
+def _canonical(spec: str) -> str:
+    """``provider:model`` with the provider inferred and lower-cased (``gpt-5`` is
+    ``openai:gpt-5``), so a pattern or a configured name cannot be dodged by spelling."""
+    try:
+        provider, model = parse_model(spec)
+    except ConfigError:
+        return spec.strip()
+    return f"{provider}:{model}" if model else provider
 
 
 def _check_limit(key: str, value: Any) -> float | int:

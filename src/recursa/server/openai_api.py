@@ -8,6 +8,10 @@ with 429 straight away (queueing would hide overload from clients that could go 
 A client that goes away cancels its run: streaming responses notice through sse-starlette's
 disconnect listener, plain ones through a task that waits for ``http.disconnect``. Cancelling
 the run task makes the engine shut its sandbox worker down on the way out.
+
+Nothing a request sends may hold up the event loop (``/health`` and every other run live on
+it): decoding and checking the body, loading its context and building its models run in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -29,17 +33,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from recursa.context import load_context
+from recursa.context import Context, load_context
 from recursa.errors import RecursaError
+from recursa.limits import Limits
 from recursa.server.chat import (
     ChatRequest,
     chunk,
     completion_body,
+    decode_body,
     error_body,
     error_for,
     finish_reason,
     parse_chat_request,
     run_info,
+    scrub,
     usage_body,
 )
 from recursa.server.config import ModelChoice, ServerConfig, tighten_limits
@@ -82,15 +89,23 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+class _JSON(JSONResponse):
+    """A JSON response that can always be written: a lone surrogate (a model may produce one)
+    becomes U+FFFD instead of failing the response."""
+
+    def render(self, content: Any) -> bytes:
+        return scrub(_data(content)).encode("utf-8")
+
+
 def _error_response(exc: BaseException, headers: dict[str, str] | None = None) -> JSONResponse:
     status, body, extra = error_for(exc)
     if status >= 500 and not isinstance(exc, RecursaError):
         log.error("request failed", exc_info=exc)
-    return JSONResponse(body, status, headers={**(headers or {}), **extra})
+    return _JSON(body, status, headers={**(headers or {}), **extra})
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refusing bodies over ``limit`` bytes before reading all of them."""
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing bodies over ``limit`` bytes before reading all of them."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the request body is {int(declared):,} bytes; the limit is {limit:,}")
@@ -100,10 +115,7 @@ async def _read_json(request: Request, limit: int) -> Any:
         if size > limit:  # chunked uploads declare no length
             raise BodyTooLarge(f"the request body is over the limit of {limit:,} bytes")
         parts.append(part)
-    try:
-        return json.loads(b"".join(parts))
-    except ValueError:
-        raise RequestError("the request body is not valid JSON") from None
+    return b"".join(parts)
 
 
 async def _disconnected(request: Request) -> None:
@@ -116,7 +128,7 @@ async def _disconnected(request: Request) -> None:
 
 
 def _data(body: dict[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return scrub(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
 
 async def _stream(
@@ -170,17 +182,29 @@ async def _complete(
         result = handle.task.result()
     except Exception as exc:
         return _error_response(exc, headers)
-    return JSONResponse(completion_body(cid, created, req.model, result), headers=headers)
+    return _JSON(completion_body(cid, created, req.model, result), headers=headers)
+
+
+def _prepare(
+    manager: RunManager, raw: bytes
+) -> tuple[ChatRequest, ModelChoice, Limits, Context, Any]:
+    """Everything a run needs from a request body. Runs in a worker thread: a big or hostile
+    body (32 MB of JSON, a huge context) costs CPU that must not stall the event loop."""
+    cfg = manager.config
+    req = parse_chat_request(decode_body(raw))
+    choice = cfg.choose_model(req.model)
+    limits = tighten_limits(cfg.limits, req.limits)
+    context = load_context(req.context)
+    built = manager.build_rlm(choice, limits, req.temperature)
+    return req, choice, limits, context, built
 
 
 async def chat_completions(request: Request) -> Response:
     manager: RunManager = request.app.state.manager
     cfg = manager.config
     try:
-        req = parse_chat_request(await _read_json(request, cfg.max_body_bytes))
-        choice = cfg.choose_model(req.model)
-        limits = tighten_limits(cfg.limits, req.limits)
-        context = load_context(req.context)
+        raw = await _read_body(request, cfg.max_body_bytes)
+        req, choice, limits, context, built = await asyncio.to_thread(_prepare, manager, raw)
         progress = req.stream and (cfg.progress if req.progress is None else req.progress)
         handle = manager.start(
             choice,
@@ -190,6 +214,7 @@ async def chat_completions(request: Request) -> Response:
             temperature=req.temperature,
             progress=progress,
             source="openai",
+            built=built,
         )
     except ClientDisconnect:  # gone while sending the body: nobody to answer
         return Response(status_code=499)
@@ -226,7 +251,7 @@ async def list_models(request: Request) -> Response:
     cfg: ServerConfig = request.app.state.manager.config
     created = request.app.state.started
     cards = [_card(c, created) for c in cfg.model_names().values()]
-    return JSONResponse({"object": "list", "data": cards})
+    return _JSON({"object": "list", "data": cards})
 
 
 async def get_model(request: Request) -> Response:
@@ -235,7 +260,7 @@ async def get_model(request: Request) -> Response:
         choice = cfg.choose_model(request.path_params["model_id"])
     except RequestError as exc:
         return _error_response(exc)
-    return JSONResponse(_card(choice, request.app.state.started))
+    return _JSON(_card(choice, request.app.state.started))
 
 
 async def health(request: Request) -> Response:

@@ -6,6 +6,8 @@ taken from the first root.
 
 Inside a folder, :func:`~recursa.context.load_context` skips links leading out of the folder and
 anything that is not a regular file (FIFOs, sockets, devices), naming them in its warnings.
+Sizes are checked before anything is read: a file over ``max_file_bytes`` is refused (skipped
+inside a folder), and all files of one request together may hold ``max_context_bytes``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from recursa.context import Context, load_context
+from recursa.context import (
+    DEFAULT_MAX_CONTEXT_BYTES,
+    DEFAULT_MAX_FILE_BYTES,
+    Context,
+    load_context,
+)
 from recursa.errors import ConfigError, ContextError
 from recursa.server.errors import PathNotAllowed
 
@@ -23,7 +30,17 @@ __all__ = ["Roots"]
 class Roots:
     """The allowed folders, resolved once at start."""
 
-    def __init__(self, folders: Sequence[str | Path]) -> None:
+    def __init__(
+        self,
+        folders: Sequence[str | Path],
+        *,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+    ) -> None:
+        if max_file_bytes < 1 or max_context_bytes < 1:
+            raise ConfigError("--max-file-mb and --max-context-mb must be positive")
+        self.max_file_bytes = max_file_bytes
+        self.max_context_bytes = max_context_bytes
         if not folders:
             raise ConfigError("give at least one root folder (--root DIR)")
         resolved = []
@@ -69,4 +86,6 @@ class Roots:
         for path in paths:
             if not path.is_dir() and not path.is_file():
                 raise ContextError(f"{path} is not a regular file or folder")
-        return load_context(*paths)
+        return load_context(
+            *paths, max_file_bytes=self.max_file_bytes, max_context_bytes=self.max_context_bytes
+        )

@@ -30,13 +30,17 @@ from typing import Any
 from recursa.context import Context
 from recursa.errors import ConfigError, RecursaError, TraceError
 from recursa.limits import Limits
+from recursa.lm.base import LM
+from recursa.lm.registry import resolve_model
+from recursa.paths import private_dir, write_private
 from recursa.rlm import RLM, new_run_id
+from recursa.server.chat import scrub
 from recursa.server.config import ModelChoice, ServerConfig
 from recursa.server.errors import ModelNotFound, RunNotFound, ServerBusy
 from recursa.server.progress import ProgressEvent, ProgressTracker
 from recursa.types import Result
 
-__all__ = ["RunHandle", "RunManager", "RunStore"]
+__all__ = ["RunHandle", "RunManager", "RunStore", "build_models"]
 
 log = logging.getLogger("recursa.server")
 
@@ -65,10 +69,11 @@ class RunStore:
         return self.folder(run_id) / "trace.jsonl"
 
     def save(self, run_id: str, summary: dict[str, Any], *, active: set[str] = frozenset()) -> None:
-        folder = self.folder(run_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(self.folder(run_id))
         tmp = folder / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=str), "utf-8")
+        text = json.dumps(summary, ensure_ascii=False, indent=1, default=str)
+        # A lone surrogate (a model can answer with one) must not cost the run its summary.
+        write_private(tmp, scrub(text).encode("utf-8"))
         os.replace(tmp, folder / "summary.json")  # readers never see half a summary
         self.prune(active | {run_id})
 
@@ -128,6 +133,14 @@ def _render(trace: Any) -> str:
     return text
 
 
+def build_models(config: ServerConfig, choice: ModelChoice) -> list[LM]:
+    """The root model (and the sub model, when it differs) of ``choice``, each built with the
+    options of its own provider: a base URL configured for one provider never receives another
+    provider's key. The caller closes them (``aclose``) when the run is over."""
+    specs = [choice.root] if choice.sub is None else [choice.root, choice.sub]
+    return [resolve_model(spec, config.provider_options(spec)) for spec in specs]
+
+
 @dataclass
 class RunHandle:
     """One running RLM: its id, its task, and (when asked for) its progress events."""
@@ -183,17 +196,23 @@ class RunManager:
     def active(self) -> int:
         return len(self.runs)
 
-    def build_rlm(self, choice: ModelChoice, limits: Limits, temperature: float | None) -> RLM:
-        """An RLM for one request; any model that cannot be built is a 404 for the client."""
+    def build_rlm(
+        self, choice: ModelChoice, limits: Limits, temperature: float | None
+    ) -> tuple[RLM, list[LM]]:
+        """An RLM for one request, and the models it runs (for the caller to close); any model
+        that cannot be built is a 404 for the client."""
         try:
+            models = build_models(self.config, choice)
             # A request cannot be resumed once its client is gone, and a journal would keep a
             # copy of every client's context: server runs keep their trace and summary only.
             options = {"journal": False, **dict(self.config.rlm_options)}
-            return RLM(choice.root, choice.sub, limits=limits, temperature=temperature, **options)
+            root, sub = models[0], (models[1] if len(models) > 1 else None)
+            rlm = RLM(root, sub, limits=limits, temperature=temperature, **options)
         except ConfigError as exc:
             raise ModelNotFound(
                 f"model {choice.name!r} is not available: {exc}", param="model"
             ) from exc
+        return rlm, models
 
     def start(
         self,
@@ -205,15 +224,20 @@ class RunManager:
         temperature: float | None = None,
         progress: bool = False,
         source: str = "api",
+        built: tuple[RLM, list[LM]] | None = None,
     ) -> RunHandle:
-        """Start a run now or raise :class:`ServerBusy`; never waits for a slot."""
+        """Start a run now or raise :class:`ServerBusy`; never waits for a slot.
+
+        ``built`` is what :meth:`build_rlm` returned for this request, when the caller built
+        it already (off the event loop); otherwise it is built here.
+        """
         cfg = self.config
         # No await between this check and the insertion below, so two requests cannot both
         # take the last slot.
         if len(self.runs) >= cfg.max_concurrent_runs:
             raise ServerBusy(cfg.max_concurrent_runs, cfg.retry_after_s)
         limits = limits or cfg.limits
-        rlm = self.build_rlm(choice, limits, temperature)
+        rlm, models = built or self.build_rlm(choice, limits, temperature)
         handle = RunHandle(new_run_id())
         while handle.run_id in self.runs:  # same second, same random suffix: draw again
             handle = RunHandle(new_run_id())
@@ -235,7 +259,7 @@ class RunManager:
         }
         self.runs[handle.run_id] = handle
         handle.task = asyncio.create_task(
-            self._execute(handle, rlm, question, context, tracker), name=handle.run_id
+            self._execute(handle, rlm, models, question, context, tracker), name=handle.run_id
         )
         # A task cancelled before it first ran never enters _execute's finally: end it here.
         handle.task.add_done_callback(lambda _: self._finish(handle, "cancelled"))
@@ -265,6 +289,7 @@ class RunManager:
         self,
         handle: RunHandle,
         rlm: RLM,
+        models: list[LM],
         question: str,
         context: Context,
         processors: list[ProgressTracker],
@@ -291,6 +316,10 @@ class RunManager:
             # Here rather than in a done callback, so that whoever awaits the run sees its
             # slot already free.
             self._finish(handle, status, error, result)
+            # Built by the manager, not by the RLM, so closed here (their HTTP clients).
+            for lm in models:
+                with contextlib.suppress(Exception):
+                    await lm.aclose()
 
     async def aclose(self) -> None:
         """Cancel every run and wait until their sandboxes are shut down."""

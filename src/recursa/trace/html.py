@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from recursa.paths import open_private
 from recursa.trace.jsonl import TraceFile, read_trace
 from recursa.trace.summary import SpanTree, summarize
 
@@ -116,9 +117,10 @@ def write_html(trace: TraceFile | str | Path, out: str | Path, *, title: str | N
     """Render ``trace`` and write the page to ``out``; return its path."""
     page = render_html(trace, title=title)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A trace written by this process may hold lone surrogates; never fail over one character.
-    path.write_bytes(page.encode("utf-8", "replace"))
+    # The page embeds the whole trace (prompts, answers): a new file is private (0600).
+    with open_private(path, "wb") as f:
+        # A trace written by this process may hold lone surrogates; never fail over one character.
+        f.write(page.encode("utf-8", "replace"))
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from recursa.errors import TraceError
+from recursa.paths import open_private
 from recursa.trace.spans import Span
 
 __all__ = ["FORMAT", "VERSION", "JSONLWriter", "TraceFile", "read_trace"]
@@ -29,9 +30,9 @@ class JSONLWriter:
 
     def __init__(self, path: str | Path, *, run_id: str | None = None, meta: dict | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._file: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        # Traces hold prompts, contexts and answers: only this user may read a new one (0600).
+        self._file: IO[str] | None = open_private(self.path, "w", encoding="utf-8")
         from recursa import __version__
 
         header = {
