@@ -21,21 +21,23 @@ from recursa.models.errors import LocalModelUnsafeError
 from recursa.models.runtime import LoadedModel, LoadSettings
 
 # Stands in for `python -m recursa.models.probe WEIGHTS --extra-bufts N ...`: it crashes for the
-# settings named in CRASH_ON ("1", "0" or both) and otherwise prints what the real child prints.
+# settings named in its first argument ("1", "0" or both) and otherwise prints what the real
+# child prints, evaluating prompts at the speed its second argument gives for that setting.
 CHILD = textwrap.dedent(
     """
     import ctypes, json, sys
     extra = sys.argv[sys.argv.index("--extra-bufts") + 1]
     if extra in sys.argv[1].split(","):
         ctypes.string_at(0)  # a real segmentation fault
-    print(json.dumps({"ok": True, "prompt_tokens": 640, "prompt_tok_per_s": 99.5,
+    speed = dict(pair.split("=") for pair in sys.argv[2].split(","))[extra]
+    print(json.dumps({"ok": True, "prompt_tokens": 640, "prompt_tok_per_s": float(speed),
                       "generation_tok_per_s": 12.0, "system_info": "CPU : AVX2 = 1 |"}))
     """
 )
 
 
-def child(crash_on: str) -> list[str]:
-    return [sys.executable, "-c", CHILD, crash_on]
+def child(crash_on: str, speeds: str = "0=100,1=100") -> list[str]:
+    return [sys.executable, "-c", CHILD, crash_on, speeds]
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +56,12 @@ def test_a_crash_with_repacked_weights_falls_back_to_plain_kernels_and_is_rememb
     tmp_path, weights
 ):
     records = tmp_path / "cache" / "llama-probe.json"
-    choice = probe.safe_settings(weights, records, command=child("1"))
-    assert choice.extra_bufts is False
+    choice = probe.safe_settings(weights, records, command=child("1", "0=50,1=500"))
+    assert choice.extra_bufts is False  # however fast the repacked kernels would have been
     assert choice.source == "probe"
-    first, second = choice.attempts
-    assert (first.extra_bufts, first.ok, first.signal) == (True, False, "SIGSEGV")
-    assert (second.extra_bufts, second.ok, second.prompt_tokens) == (False, True, 640)
+    plain, repacked = choice.attempts
+    assert (plain.extra_bufts, plain.ok, plain.prompt_tokens) == (False, True, 640)
+    assert (repacked.extra_bufts, repacked.ok, repacked.signal) == (True, False, "SIGSEGV")
     assert choice.system_info == "CPU : AVX2 = 1 |"
     stored = json.loads(records.read_text())
     assert stored[choice.key]["extra_bufts"] is False
@@ -72,10 +74,24 @@ def test_a_crash_with_repacked_weights_falls_back_to_plain_kernels_and_is_rememb
     assert again.attempts == choice.attempts
 
 
-def test_settings_that_survive_are_used_as_they_are(tmp_path, weights):
-    choice = probe.safe_settings(weights, tmp_path / "p.json", command=child("none"))
+@pytest.mark.parametrize(
+    ("speeds", "repacked"),
+    [
+        ("0=100,1=200", True),  # repacked kernels twice as fast: worth their memory
+        ("0=100,1=105", False),  # within the margin: plain kernels, less memory
+        ("0=100,1=60", False),  # slower (as measured on an AVX2 CPU)
+    ],
+)
+def test_when_both_survive_the_faster_one_is_used(tmp_path, weights, speeds, repacked):
+    choice = probe.safe_settings(weights, tmp_path / "p.json", command=child("none", speeds))
+    assert choice.extra_bufts is repacked
+    assert len(choice.attempts) == 2 and not choice.crashed
+
+
+def test_a_crash_with_plain_kernels_still_tries_the_repacked_ones(tmp_path, weights):
+    choice = probe.safe_settings(weights, tmp_path / "p.json", command=child("0"))
     assert choice.extra_bufts is True
-    assert len(choice.attempts) == 1 and not choice.crashed
+    assert [a.signal for a in choice.crashed] == ["SIGSEGV"]
 
 
 def test_every_setting_crashing_is_a_typed_error_that_names_the_fix(tmp_path, weights):

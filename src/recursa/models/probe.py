@@ -7,19 +7,24 @@ wrong: a build with AMX kernels in a VM that advertises AMX without allowing it 
 general protection fault on the first prompt longer than 256 tokens, and a native build copied to
 an older CPU dies with SIGILL. Short prompts work, so the crash shows only on real work.
 
-So before the first real call in a process, :func:`safe_settings` asks a *child* process
-(``python -m recursa.models.probe``) to load the same weights with candidate settings, evaluate
-a prompt longer than one batch (:data:`PROBE_TOKENS`) and generate a few tokens. A child that
-dies by a signal proves those settings crash here; the next candidate is tried:
+So before the first real call in a process, :func:`safe_settings` asks *child* processes
+(``python -m recursa.models.probe``) to load the same weights with each candidate setting,
+evaluate a prompt longer than one batch (:data:`PROBE_TOKENS`) and generate a few tokens. A
+child that dies by a signal proves its setting crashes here. The candidates:
 
-1. extra buffer types on: the repacked, fastest kernels llama.cpp would pick;
-2. extra buffer types off: plain kernels, the fallback that ran on the AMX machines.
+1. extra buffer types off: plain kernels, what ran on the AMX machines;
+2. extra buffer types on: weights repacked for AMX or wide SIMD, llama.cpp's own default.
 
-The first candidate that survives is recorded in ``<cache>/llama-probe.json`` under a key that
-names the llama.cpp build (its library files' sizes and mtimes, so a reinstall probes again),
-this CPU (model name and flags) and the weights file. Later processes read the record and start
-at once; the probe costs one model load and one prompt, once per machine and build. When every
-candidate crashes, :class:`~recursa.models.errors.LocalModelUnsafeError` names the fix.
+Of those that survive, the repacked one is used only when it evaluated the prompt at least
+:data:`REPACK_MARGIN` faster: it costs ~600 MB more memory and a slower load, and on the AVX2
+machine we measured it was *slower* (28-36 against 41 prompt tokens/s). So each machine gets the
+setting that is both safe and fastest on it, measured rather than assumed.
+
+The outcome is recorded in ``<cache>/llama-probe.json`` under a key that names the llama.cpp
+build (its library files' sizes and mtimes, so a reinstall probes again), this CPU (model name
+and flags) and the weights file. Later processes read the record and start at once; the probe
+costs two model loads and two short prompts, once per machine and build. When every candidate
+crashes, :class:`~recursa.models.errors.LocalModelUnsafeError` names the fix.
 """
 
 from __future__ import annotations
@@ -66,7 +71,10 @@ log = logging.getLogger("recursa.models")
 PROBE_TOKENS = 640
 PROBE_GENERATE = 8
 PROBE_TIMEOUT_S = 600.0
-CANDIDATES: tuple[bool, ...] = (True, False)  # use_extra_bufts, fastest first
+CANDIDATES: tuple[bool, ...] = (False, True)  # use_extra_bufts: plain kernels, then repacked
+# Repacked weights cost ~600 MB more memory and a slower load; they are chosen only when they
+# evaluate prompts at least this much faster (measured on an AVX2 CPU they were slower).
+REPACK_MARGIN = 1.10
 RECORD_VERSION = 1
 
 _REINSTALL = (
@@ -291,6 +299,15 @@ def cpu_features(flags: str) -> list[str]:
     return [f for f in flags.split() if f.startswith(wanted)]
 
 
+def _faster(survivors: list[ProbeAttempt]) -> bool:
+    """``extra_bufts`` of the setting to use among those that did not crash."""
+    plain = next((a for a in survivors if not a.extra_bufts), None)
+    repacked = next((a for a in survivors if a.extra_bufts), None)
+    if plain is None or repacked is None:
+        return survivors[0].extra_bufts
+    return repacked.prompt_tok_per_s >= REPACK_MARGIN * plain.prompt_tok_per_s
+
+
 def safe_settings(
     weights: Path,
     records: Path | None,
@@ -318,28 +335,30 @@ def safe_settings(
     command = list(command or [sys.executable, "-m", "recursa.models.probe"])
     attempts: list[ProbeAttempt] = []
     system_info = ""
-    log.info("checking once that llama.cpp runs %s safely on this CPU", weights.name)
+    log.info("checking once which llama.cpp settings run %s safely here", weights.name)
     for extra in CANDIDATES:
         attempt, info = _run_child(command, weights, extra, threads, timeout_s)
         attempts.append(attempt)
         system_info = system_info or info
-        if attempt.ok:
-            record = {
-                "extra_bufts": extra,
-                "attempts": [asdict(a) for a in attempts],
-                "system_info": system_info,
-                "weights": str(weights),
-                "llama_cpp_python": llama_cpp_version(),
-                "probed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            if records is not None:
-                _write_record(records, key, record)
-            choice = _SEEN[key] = RuntimeChoice(extra, "probe", tuple(attempts), system_info, key)
-            return choice
-        if not attempt.signal and attempt.detail != "timed out":
+        if not attempt.ok and not attempt.signal and attempt.detail != "timed out":
             # It failed without crashing (a Python error: a broken install, unreadable weights).
             # That is not about CPU kernels: let the real load report it in this process.
             return RuntimeChoice(False, "inconclusive", tuple(attempts), system_info, key)
+    survivors = [a for a in attempts if a.ok]
+    if survivors:
+        extra = _faster(survivors)
+        record = {
+            "extra_bufts": extra,
+            "attempts": [asdict(a) for a in attempts],
+            "system_info": system_info,
+            "weights": str(weights),
+            "llama_cpp_python": llama_cpp_version(),
+            "probed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if records is not None:
+            _write_record(records, key, record)
+        choice = _SEEN[key] = RuntimeChoice(extra, "probe", tuple(attempts), system_info, key)
+        return choice
     if all(a.detail == "timed out" for a in attempts):
         return RuntimeChoice(False, "inconclusive", tuple(attempts), system_info, key)
     crashes = ", ".join(
