@@ -690,3 +690,20 @@ def test_progress_display_shows_no_control_sequences():
     text = out.getvalue()
     assert "before" in text and "llm" in text
     assert "\x1b]" not in text and "\x07" not in text and "\x1b[2J" not in text
+
+
+def test_trace_show_strips_terminal_escapes_from_model_text(tmp_path):
+    """A trace holds model text; `recursa trace show --full` must not replay its escapes."""
+    from recursa.trace.show import span_label
+    from recursa.trace.spans import Span
+
+    span = Span(
+        kind="cell",
+        name="cell 1",
+        start=0.0,
+        end=1.0,
+        attrs={"code": "print(1)\x1b]52;c;ZXZpbA==\x07", "stdout": "hi\x1b]0;pwned\x07\x1b[2J"},
+    )
+    label = span_label(span, full=True)
+    assert "\x1b" not in label and "\x07" not in label
+    assert "hi" in label

@@ -18,7 +18,6 @@ first: a model must not be able to write escape sequences to the user's terminal
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from rich.spinner import Spinner
 from rich.text import Text
 from rich.tree import Tree
 
+from recursa._terminal import terminal_safe
 from recursa.trace.spans import Span
 
 __all__ = ["LiveProgress", "terminal_safe"]
@@ -36,25 +36,6 @@ __all__ = ["LiveProgress", "terminal_safe"]
 MAX_CHILDREN = 3  # running children drawn per sub-call; the rest are counted
 MAX_DEPTH_SHOWN = 4  # nested children drawn below the root; deeper ones are counted
 LINE = 80
-
-
-# Terminal control sequences: OSC (window titles, OSC 52 clipboard writes, hyperlinks), DCS/PM/
-# APC strings, CSI (cursor moves, erasing, colours), other ESC sequences, C1 controls (8-bit
-# CSI/OSC), and C0 controls but tab and newline (carriage return and backspace overwrite
-# what was printed). Each alternative is linear: no nested repetition.
-_CONTROL = re.compile(
-    r"(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|(?:\x1b[P^_X]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?"
-    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
-    r"|\x1b[ -/]*[0-~]?"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` without terminal control sequences or control characters (``\\n`` and
-    ``\\t`` stay), for showing model-written text on a terminal."""
-    return _CONTROL.sub("", text)
 
 
 def _first_line(code: object) -> str:

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from recursa._terminal import terminal_safe
+
 __all__ = ["cache_app", "register", "runs_app"]
 
 runs_app = typer.Typer(
@@ -81,9 +83,9 @@ def show_cmd(
     c = Console(highlight=False)
     result = info["result"] or {}
     c.print(f"[bold]{run_id}[/]  {info['status']}  started {info['started']}")
-    c.print(f"[cyan]Q:[/] {escape(str(info['question']))}")
+    c.print(f"[cyan]Q:[/] {escape(terminal_safe(str(info['question'])))}")
     if result.get("answer"):
-        c.print(f"[green]A:[/] {escape(str(result['answer']))}")
+        c.print(f"[green]A:[/] {escape(terminal_safe(str(result['answer'])))}")
     c.print(f"{calls} LM responses and {cells} cells journaled · folder {escape(info['folder'])}")
     if info["trace"]:
         c.print(escape(f"trace: {info['trace']}  (`recursa trace show {info['trace']}`)"))

@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
-from rich.markup import escape
+from rich.markup import escape as _escape_markup
 from rich.table import Table
 from rich.tree import Tree
 
+from recursa._terminal import terminal_safe
 from recursa.trace.jsonl import TraceFile
 from recursa.trace.spans import Span
 from recursa.trace.summary import SpanTree, TraceSummary, summarize
 from recursa.types import Usage
 
 __all__ = ["render_tree", "render_usage", "span_label"]
+
+
+def escape(text: str) -> str:
+    """Rich markup escaped and terminal control sequences removed: spans hold model text."""
+    return _escape_markup(terminal_safe(text))
 
 
 def _one_line(text: Any, n: int = 90) -> str:
