@@ -198,3 +198,20 @@ def test_the_fix_named_depends_on_the_cpu():
     assert "-DGGML_NATIVE=ON" in probe.rebuild_hint(old)  # portable kernels need AVX2
     assert "lacks AVX2" in probe.rebuild_hint(old)
     assert "-DGGML_NATIVE=OFF" in probe.rebuild_hint(arm)
+
+
+def test_a_native_crash_while_stderr_is_silenced_is_still_reported():
+    """llama-cpp-python points fd 2 at /dev/null while weights load, which is where a bad CPU
+    kernel crashes: the CLI's crash report must reach the real stderr anyway."""
+    code = textwrap.dedent(
+        """
+        import ctypes, os
+        from recursa.cli import _enable_faulthandler
+        _enable_faulthandler()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # as suppress_stdout_stderr does
+        ctypes.string_at(0)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode < 0
+    assert "Segmentation fault" in proc.stderr

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import importlib
+import os
+import sys
 
 import typer
 
@@ -58,14 +60,27 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+_CRASH_STREAM: list[object] = []  # keeps the duplicated stderr open for faulthandler
+
+
+def _enable_faulthandler() -> None:
+    """Report a native crash on stderr. faulthandler writes to a *duplicate* of stderr: while
+    llama.cpp loads weights, llama-cpp-python points file descriptor 2 at /dev/null, which is
+    exactly where a bad CPU kernel crashes."""
+    if faulthandler.is_enabled():
+        return
+    # Not where stderr has no file descriptor (captured by a test runner, an embedding app).
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w")
+        _CRASH_STREAM.append(stream)
+        faulthandler.enable(file=stream)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (the console script passes it to ``sys.exit``)."""
     # A crash in native code (llama.cpp) cannot be caught; at least name where it happened
     # instead of dying silently with status 139.
-    if not faulthandler.is_enabled():
-        # Not where stderr has no file descriptor (captured by a test runner, an embedding app).
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            faulthandler.enable()
+    _enable_faulthandler()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="recursa")
     except typer.Exit as exc:
