@@ -576,3 +576,13 @@ def test_a_base_url_is_for_the_root_models_provider_only(monkeypatch):
     assert "127.0.0.1" not in rlm.sub_lm.base_url
     same = RLM(model="openai:x", sub_model="openai:y", base_url=proxy)
     assert same.sub_lm.base_url == proxy  # one provider: the URL serves both
+
+
+def test_the_default_sandbox_cap_grows_with_a_deep_max_depth():
+    from recursa.errors import ConfigError
+    from recursa.limits import Limits
+
+    assert Limits(max_depth=6).max_sandboxes == 7  # one per level of a root->child chain
+    assert Limits(max_depth=1).max_sandboxes == 4
+    with pytest.raises(ConfigError, match="--max-sandboxes"):
+        Limits(max_depth=6, max_sandboxes=3)

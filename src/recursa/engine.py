@@ -76,7 +76,7 @@ class Tree:
     def __post_init__(self) -> None:
         if self.slots is None:
             lim = self.config.limits
-            self.slots = SandboxSlots(lim.max_sandboxes, lim.max_depth)
+            self.slots = SandboxSlots(lim.max_sandboxes or lim.max_depth + 1, lim.max_depth)
 
 
 @dataclass

@@ -95,9 +95,13 @@ class Limits:
     max_concurrency: int = 16
     final_answer_turn: bool = True
     raise_on_limit: bool = False
-    max_sandboxes: int = DEFAULT_MAX_SANDBOXES
+    max_sandboxes: int | None = None  # None: max(4, max_depth + 1), set in __post_init__
 
     def __post_init__(self) -> None:
+        if self.max_sandboxes is None:
+            # The default grows with a deep max_depth: one sandbox per level of the chain.
+            depth = max(self.max_depth, 0)
+            object.__setattr__(self, "max_sandboxes", max(DEFAULT_MAX_SANDBOXES, depth + 1))
         positive = {
             "max_iterations": self.max_iterations,
             "max_consecutive_errors": self.max_consecutive_errors,

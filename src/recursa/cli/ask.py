@@ -175,13 +175,13 @@ def ask(
         int, typer.Option("--concurrency", help="LM calls in flight at once.")
     ] = 16,
     max_sandboxes: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--max-sandboxes",
             help="Sandbox processes alive at once (the root's and child RLMs'); more children "
-            "wait. At least --max-depth + 1.",
+            "wait. At least --max-depth + 1. [default: 4, or --max-depth + 1 if more]",
         ),
-    ] = 4,
+    ] = None,
     max_output_chars: Annotated[
         int | None,
         typer.Option(

@@ -59,11 +59,12 @@ CellTimeout = Annotated[
     float, typer.Option("--cell-timeout", help="Compute seconds per code cell.")
 ]
 MaxSandboxes = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--max-sandboxes",
         help="Sandbox processes alive at once per run (root and child RLMs; at least "
-        "--max-depth + 1). The most a server runs is this times --max-concurrent-runs.",
+        "--max-depth + 1; default 4, or --max-depth + 1 if more). The most a server runs is "
+        "this times --max-concurrent-runs.",
     ),
 ]
 NoStore = Annotated[
@@ -250,7 +251,7 @@ def serve(
     max_tokens: MaxTokens = None,
     timeout: Timeout = 600.0,
     cell_timeout: CellTimeout = 120.0,
-    max_sandboxes: MaxSandboxes = 4,
+    max_sandboxes: MaxSandboxes = None,
     no_store: NoStore = False,
     keep_runs: KeepRuns = 1000,
     log_level: Annotated[
