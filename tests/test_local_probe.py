@@ -215,3 +215,17 @@ def test_a_native_crash_while_stderr_is_silenced_is_still_reported():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode < 0
     assert "Segmentation fault" in proc.stderr
+
+
+def test_doctor_reports_the_cpu_and_the_stored_verdict(tmp_path, monkeypatch, capsys):
+    import recursa.cli.doctor as doctor
+    from recursa.cli import main
+
+    monkeypatch.setattr(doctor, "collect", lambda tiers: {"tiers": {}, "live": {}, "warnings": []})
+    assert main(["doctor", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["local_model"]
+    assert info["cpu"]
+    if probe.cpu_identity()["machine"] == "x86_64" and "avx2" in probe.cpu_identity()["flags"]:
+        assert "avx2" in info["cpu_features"]
+    # No weights in this test's cache: the doctor says what is missing instead of probing.
+    assert "detail" in info

@@ -158,8 +158,13 @@ def _render_local(console: Any, info: dict[str, Any]) -> None:
     if info.get("detail"):
         console.print(f"  {escape(info['detail'])}")
     if info.get("probe"):
-        kernels = "repacked (fastest)" if info["repacked_weights"] else "plain (repacked crashed)"
-        console.print(f"  probe: runs safely with {kernels} kernels")
+        if info["repacked_weights"]:
+            kernels = "repacked kernels (measured fastest)"
+        elif info["crashed"]:
+            kernels = "plain kernels (repacked ones crashed)"
+        else:
+            kernels = "plain kernels (repacked ones were not 10% faster)"
+        console.print(f"  probe: runs safely with {kernels}")
         for attempt in info["attempts"]:
             verdict = "ok" if attempt["ok"] else (attempt["signal"] or "failed")
             console.print(

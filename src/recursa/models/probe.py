@@ -75,7 +75,7 @@ CANDIDATES: tuple[bool, ...] = (False, True)  # use_extra_bufts: plain kernels, 
 # Repacked weights cost ~600 MB more memory and a slower load; they are chosen only when they
 # evaluate prompts at least this much faster (measured on an AVX2 CPU they were slower).
 REPACK_MARGIN = 1.10
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: both settings measured
 
 _REINSTALL = (
     'CMAKE_ARGS="{flags} -DLLAVA_BUILD=OFF" pip install --no-cache-dir --force-reinstall '
