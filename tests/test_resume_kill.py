@@ -97,6 +97,15 @@ def test_kill_9_during_a_batch_then_resume(tmp_path):
         before = journaled_sub_answers(journal)
         assert 12 <= len(before) < N, "the kill must land in the middle of the batch"
         seen_before = len(srv.requests)
+        # Its owner is gone: the run is listed as dead, not "running" forever.
+        listed = subprocess.run(
+            [sys.executable, "-m", "recursa", "runs", "list"],
+            env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            timeout=60,
+        )
+        [line] = [ln for ln in listed.stdout.decode().splitlines() if run_id in ln]
+        assert line.split()[1] == "dead", line
 
         resumed = subprocess.run(
             [sys.executable, "-m", "recursa", "ask", "-q", "--resume", run_id],

@@ -16,6 +16,7 @@ there on requests that differ from the journaled ones go to the model again.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -31,7 +32,16 @@ from recursa.paths import DIR_MODE, data_dir, private_dir
 from recursa.store import completion_from_json, completion_to_json, connect
 from recursa.types import CellResult, Completion
 
-__all__ = ["Journal", "Replay", "RunSummary", "list_runs", "remove_run", "runs_dir"]
+__all__ = [
+    "Journal",
+    "Replay",
+    "RunSummary",
+    "list_runs",
+    "owner_alive",
+    "process_identity",
+    "remove_run",
+    "runs_dir",
+]
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -49,6 +59,41 @@ CREATE TABLE IF NOT EXISTS context (id INTEGER PRIMARY KEY CHECK (id = 1), data 
 
 def runs_dir(root: Path | None = None) -> Path:
     return (root or data_dir()) / "runs"
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """Who owns a run: a pid and, where the OS tells it, the process's start time (so a pid
+    reused by another process after the owner died is not taken for the owner)."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "start": _start_time(pid)}
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None  # field 22: start time in clock ticks
+
+
+def owner_alive(owner: Any) -> bool:
+    """Whether the process recorded as a run's owner is still running."""
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return False
+    pid = owner["pid"]
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    except OSError:
+        return False
+    start = owner.get("start")
+    return start is None or _start_time(pid) in (None, start)
 
 
 def _broken(run_id: str, why: str) -> JournalError:
@@ -70,6 +115,7 @@ class RunSummary:
     calls: int
     cost_usd: float | None
     path: Path
+    trace: str | None = None
 
 
 class Replay:
@@ -151,6 +197,7 @@ class Journal:
                 "status": "running",
                 "question": question,
                 "config": config,
+                "owner": process_identity(),
             }.items():
                 conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
         return journal
@@ -178,6 +225,35 @@ class Journal:
 
     def close(self) -> None:
         self._conn.close()
+
+    def claim(self) -> None:
+        """Take ownership of the run for this process, to resume it. Raises
+        :class:`~recursa.errors.ConfigError` while another live process owns it; the lock of a
+        process that is gone is stale and is taken over."""
+        from recursa.errors import ConfigError
+
+        me = process_identity()
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                row = self._conn.execute("SELECT value FROM meta WHERE key = 'owner'").fetchone()
+                owner = json.loads(row[0]) if row else None
+                if owner_alive(owner) and owner.get("pid") != me["pid"]:
+                    raise ConfigError(
+                        f"run {self.run_id} is still going in process {owner['pid']}; "
+                        "stop it first or wait for it to end"
+                    )
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('owner', ?)", (json.dumps(me),)
+                )
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('status', ?)", (json.dumps("running"),)
+                )
+        except sqlite3.DatabaseError as exc:
+            raise _broken(self.run_id, str(exc)) from None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     # ---- reading --------------------------------------------------------------------------------
     def meta(self, key: str, default: Any = None) -> Any:
@@ -267,6 +343,7 @@ class Journal:
                 self._conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
                 )
+            self._conn.execute("DELETE FROM meta WHERE key = 'owner'")
 
 
 def _summary(folder: Path) -> RunSummary:
@@ -277,15 +354,19 @@ def _summary(folder: Path) -> RunSummary:
     try:
         result = j.meta("result") or {}
         calls, _ = j.counts()
+        status = j.meta("status", "?")
+        if status == "running" and not owner_alive(j.meta("owner")):
+            status = "dead"  # killed (kill -9, a crash): its owner is gone; it can be resumed
         return RunSummary(
             run_id=folder.name,
-            status=j.meta("status", "?"),
+            status=status,
             created=float(j.meta("created", 0.0)),
             question=str(j.meta("question", "")),
             answer=str(result.get("answer", "")),
             calls=calls,
             cost_usd=result.get("cost_usd"),
             path=folder,
+            trace=j.meta("trace"),
         )
     except JournalError:
         return RunSummary(folder.name, "broken", folder.stat().st_mtime, "", "", 0, None, folder)

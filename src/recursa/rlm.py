@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
 import sqlite3
@@ -45,6 +46,11 @@ def default_model_spec(env: Mapping[str, str] | None = None) -> str:
     return env.get("RECURSA_MODEL") or DEFAULT_MODEL
 
 
+def _clip(text: str, n: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def new_run_id() -> str:
     """Sortable and unique enough: ``20261123-142501-9f3a1c``."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -59,6 +65,28 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recursa") as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+class _InstanceOrClassMethod:
+    """A method that also works on the class: ``RLM.resume(run_id)`` builds the RLM from the
+    run's journal (:meth:`RLM.from_journal`) first; ``rlm.resume(run_id)`` uses ``rlm``."""
+
+    def __init__(self, method: Any) -> None:
+        self._method = method
+        functools.update_wrapper(self, method)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is not None:
+            return self._method.__get__(obj, owner)
+        method = self._method
+
+        @functools.wraps(method)
+        def on_class(run_id: str, *args: Any, runs_root: str | Path | None = None, **kw: Any):
+            own = {k: kw.pop(k) for k in ("trace", "processors", "question") if k in kw}
+            rlm = owner.from_journal(run_id, runs_root=runs_root, **kw)  # type: ignore[union-attr]
+            return method(rlm, run_id, *args, **own)
+
+        return on_class
 
 
 class RLM:
@@ -208,19 +236,37 @@ class RLM:
             )
         return await self._execute(question, ctx, run_id, journal, None, trace, processors)
 
+    @_InstanceOrClassMethod
     async def aresume(
         self,
         run_id: str,
         *,
         trace: str | Path | None = None,
         processors: Sequence[TraceProcessor] = (),
+        question: str | None = None,
     ) -> Result:
         """Continue run ``run_id`` from its journal: journaled responses are replayed, the
-        REPL is rebuilt by re-running the journaled cells, and the run goes on from there."""
+        REPL is rebuilt by re-running the journaled cells, and the run goes on from there.
+
+        Works on the class too (``await RLM.aresume(run_id)``): the RLM is then built with the
+        run's own settings. ``question``, if given, must be the run's question. Raises
+        :class:`ConfigError` while another live process is running the same run."""
         journal = Journal.open(run_id, root=self.runs_root)
-        question = str(journal.meta("question"))
-        ctx = journal.context()
-        replay = journal.replay()
+        try:
+            journaled = str(journal.meta("question"))
+            asked = " ".join((question or "").split())
+            if asked and asked != " ".join(journaled.split()):
+                raise ConfigError(
+                    f"run {run_id} asked {_clip(journaled)!r}, not {_clip(asked)!r}: "
+                    "resume it without a question, or start a new run"
+                )
+            journal.claim()
+            ctx = journal.context()
+            replay = journal.replay()
+        except BaseException:
+            journal.close()
+            raise
+        question = journaled
         if trace is None and journal.trace_path.exists():
             journal.trace_path.replace(journal.trace_path.with_suffix(".before-resume.jsonl"))
         return await self._execute(question, ctx, run_id, journal, replay, trace, processors)
@@ -240,6 +286,9 @@ class RLM:
         tracer = Tracer([*self.processors, *processors], run_id=run_id)
         if writer is not None:
             tracer.add_processor(writer)
+            if journal is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    journal.set_meta("trace", str(writer.path.resolve()))
         budget = Budget(self.limits, self.prices)
         gate = LMGate(
             budget,
@@ -310,15 +359,19 @@ class RLM:
             self.arun(question, context, *more, trace=trace, run_id=run_id, processors=processors)
         )
 
+    @_InstanceOrClassMethod
     def resume(
         self,
         run_id: str,
         *,
         trace: str | Path | None = None,
         processors: Sequence[TraceProcessor] = (),
+        question: str | None = None,
     ) -> Result:
-        """Blocking :meth:`aresume`."""
-        return _run_sync(self.aresume(run_id, trace=trace, processors=processors))
+        """Blocking :meth:`aresume`; ``RLM.resume(run_id)`` on the class works too."""
+        return _run_sync(
+            self.aresume(run_id, trace=trace, processors=processors, question=question)
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the models this RLM created (they reopen on next use)."""

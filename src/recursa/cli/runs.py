@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import time
 from typing import Annotated
 
 import typer
@@ -42,11 +44,18 @@ def list_cmd(
     if not runs:
         console.print(f"no runs recorded in {runs_dir()}")
         return
-    table = Table("run", "status", "started", "calls", "cost", "question", box=None)
+    # The id is what `--resume` needs: never cut it; the question gives way instead.
+    table = Table(box=None)
+    table.add_column("run", no_wrap=True, min_width=max(len(r.run_id) for r in runs))
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("calls", no_wrap=True, justify="right")
+    table.add_column("cost", no_wrap=True)
+    table.add_column("question", no_wrap=True, overflow="ellipsis", ratio=1)
     for r in runs:
         cost = "-" if r.cost_usd is None else f"${r.cost_usd:.4f}"
-        q = " ".join(r.question.split())
-        table.add_row(r.run_id, r.status, _when(r.created), str(r.calls), cost, q[:60])
+        q = escape(terminal_safe(" ".join(r.question.split())))
+        table.add_row(escape(r.run_id), r.status, _when(r.created), str(r.calls), cost, q[:60])
     console.print(table)
 
 
@@ -58,14 +67,18 @@ def show_cmd(
     """Show one run: its status, question, answer, settings and where its trace is."""
     from rich.console import Console
 
-    from recursa.journal import Journal
+    from recursa.journal import Journal, owner_alive
 
     j = Journal.open(run_id)
     try:
         calls, cells = j.counts()
+        status = j.meta("status")
+        if status == "running" and not owner_alive(j.meta("owner")):
+            status = "dead"
+        trace = j.meta("trace") or (str(j.trace_path) if j.trace_path.exists() else None)
         info = {
             "run_id": run_id,
-            "status": j.meta("status"),
+            "status": status,
             "started": _when(float(j.meta("created", 0.0))),
             "question": j.meta("question"),
             "result": j.meta("result"),
@@ -73,7 +86,7 @@ def show_cmd(
             "journaled_calls": calls,
             "journaled_cells": cells,
             "folder": str(j.folder),
-            "trace": str(j.trace_path) if j.trace_path.exists() else None,
+            "trace": trace,
         }
     finally:
         j.close()
@@ -94,11 +107,61 @@ def show_cmd(
 
 
 @runs_app.command("rm")
-def rm_cmd(run_id: Annotated[str, typer.Argument(help="The run to delete.")]) -> None:
-    """Delete a run's journal and trace."""
-    from recursa.journal import remove_run
+def rm_cmd(
+    run_ids: Annotated[list[str], typer.Argument(help="The runs to delete.", show_default=False)],
+) -> None:
+    """Delete runs' journals and traces."""
+    from recursa.errors import JournalError
+    from recursa.journal import remove_run, runs_dir
 
-    typer.echo(f"removed {remove_run(run_id)}")
+    missing = [
+        r for r in run_ids if "/" in r or r in ("", ".", "..") or not (runs_dir() / r).is_dir()
+    ]
+    if missing:
+        raise JournalError(
+            f"no run {missing[0]!r}; `recursa runs list` shows the runs (nothing removed)"
+        )
+    for run_id in run_ids:
+        typer.echo(f"removed {remove_run(run_id)}")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(text: str) -> float:
+    from recursa.errors import ConfigError
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not m:
+        raise ConfigError(f"--older-than {text!r}: give a number and a unit s, m, h or d (30d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@runs_app.command("prune")
+def prune_cmd(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age, with a unit s/m/h/d: 30d, 12h.")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only print what would be removed.")
+    ] = False,
+) -> None:
+    """Delete the runs started longer ago than --older-than (never one still running)."""
+    from recursa.journal import list_runs, remove_run
+
+    cutoff = time.time() - _age(older_than)
+    old = [r for r in list_runs() if r.created < cutoff]
+    kept = [r for r in old if r.status == "running"]
+    for r in kept:
+        typer.echo(f"kept {r.run_id}: still running", err=True)
+    gone = [r for r in old if r.status != "running"]
+    for r in gone:
+        if dry_run:
+            typer.echo(f"would remove {r.run_id} ({r.status}, started {_when(r.created)})")
+        else:
+            typer.echo(f"removed {remove_run(r.run_id)}")
+    if not gone:
+        typer.echo("no run to remove")
 
 
 @cache_app.command("stats")

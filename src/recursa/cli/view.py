@@ -18,7 +18,23 @@ def resolve_trace(arg: Path) -> Path:
         return arg
     from recursa.journal import runs_dir
 
-    candidate = runs_dir() / str(arg) / "trace.jsonl"
+    folder = runs_dir() / str(arg)
+    if (folder / "journal.sqlite").is_file():
+        # The run may have written its trace elsewhere (`--trace FILE`): the journal knows.
+        from recursa.errors import JournalError
+        from recursa.journal import Journal
+
+        try:
+            j = Journal.open(str(arg))
+            try:
+                recorded = j.meta("trace")
+            finally:
+                j.close()
+        except JournalError:
+            recorded = None
+        if recorded and Path(recorded).exists():
+            return Path(recorded)
+    candidate = folder / "trace.jsonl"
     return candidate if candidate.exists() else arg
 
 
