@@ -213,3 +213,24 @@ def test_register_provider_and_refuse_duplicates():
         assert resolve_model("echo-test:m1", env={}).name == "echo:replaced"
     finally:
         registry._PROVIDERS.pop("echo-test", None)
+
+
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ("gemini:gemini-2.5-flash", "litellm:gemini/gemini-2.5-flash"),
+        ("azure:my-gpt", "litellm:azure/my-gpt"),
+    ],
+)
+def test_providers_litellm_serves_get_a_litellm_hint(spec, hint):
+    with pytest.raises(UnknownProviderError, match=hint):
+        resolve_model(spec, env={})
+
+
+def test_missing_key_without_the_local_extra_suggests_installing_it(monkeypatch):
+    monkeypatch.setattr(registry, "_local_installed", lambda: False)
+    with pytest.raises(MissingAPIKeyError) as info:
+        resolve_model("anthropic:claude-sonnet-4-5", env={})
+    assert "ANTHROPIC_API_KEY" in str(info.value)
+    assert "pass --model local" not in str(info.value)
+    assert "recursa[local]" in str(info.value)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -50,3 +53,26 @@ def test_ask_otel_exports_spans_over_otlp(tmp_path, doc, monkeypatch, capsys):
     # The protobuf carries span names and GenAI attribute keys as plain bytes.
     assert b"gen_ai.usage.input_tokens" in payload
     assert b"invoke_agent" in payload
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_unreachable_collector_is_quiet(quiet, tmp_path, doc):
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}  # nothing there
+    for var in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
+        env.pop(var, None)
+    argv = ["ask", "--otel", "--no-journal", "-c", str(doc), "-m", script(tmp_path, [FIND, DONE])]
+    proc = subprocess.run(
+        [sys.executable, "-m", "recursa", *argv, *(["-q"] if quiet else []), "When?"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "2031-04-05\n"
+    if quiet:
+        assert proc.stderr == ""
+    else:
+        warnings = [line for line in proc.stderr.splitlines() if "otel" in line.lower()]
+        assert warnings == ["warning: --otel: the OTLP collector did not take the spans"]
+        assert "Traceback" not in proc.stderr and "retrying" not in proc.stderr

@@ -34,6 +34,28 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from recursa import __version__
+
+        typer.echo(f"recursa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print recursa's version and exit.",
+    ),
+) -> None:
+    pass
+
+
 # Command modules, registered in this order (each defines register(app)).
 COMMAND_MODULES = ("ask", "trace", "runs", "view", "serve", "mcp", "doctor", "models", "bench")
 
@@ -52,12 +74,25 @@ def _fail(message: str, code: int) -> int:
 
     from recursa.cli.progress import terminal_safe
 
-    # Escaped: messages quote install commands like pip install 'recursa[local]'. Made
+    # Escaped, and emoji=False: messages quote paths and model ids (a:smile:b.txt). Made
     # terminal-safe: they may quote what a model or a model server said.
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
+    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False).print(
         f"[bold red]error:[/] {escape(terminal_safe(message))}", markup=True
     )
     return code
+
+
+def _with_hint(exc: RecursaError) -> str:
+    """The error's message, plus what to do next where the CLI knows better than the backend."""
+    from recursa.errors import LMConnectionError
+
+    message = str(exc)
+    if isinstance(exc, LMConnectionError) and str(getattr(exc, "model", "")).startswith("ollama:"):
+        message += (
+            "; for Ollama, start it (ollama serve) or point OLLAMA_HOST at it "
+            "(default http://localhost:11434)"
+        )
+    return message
 
 
 _CRASH_STREAM: list[object] = []  # keeps the duplicated stderr open for faulthandler
@@ -88,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         return _fail("interrupted", 130)
     except typer.TyperException as exc:  # usage errors: unknown option, bad value...
+        args = sys.argv[1:] if argv is None else argv
+        if args[:1] == ["ask"] and "--json" in args:  # scripts parse stdout: keep it JSON
+            from recursa.cli.ask import emit_error
+
+            emit_error(exc, exc.exit_code)
         show = getattr(exc, "show", None)
         if callable(show):
             show()
@@ -97,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TraceError, JournalError) as exc:  # bad input or configuration
         return _fail(str(exc), 2)
     except RecursaError as exc:
-        return _fail(str(exc), 1)
+        return _fail(_with_hint(exc), 1)
     except UnicodeError as exc:  # text that is not UTF-8 (a file name, an argument) got through
         return _fail(f"text that is not valid UTF-8 cannot be used here: {exc}", 2)
     return rv if isinstance(rv, int) else 0

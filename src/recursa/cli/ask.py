@@ -257,46 +257,102 @@ def ask(
 
     The answer alone goes to stdout; progress and notes go to stderr. Exit status: 0 when the
     model gave its final answer, 3 when a limit stopped the run (the best partial answer is
-    still printed), 2 for bad input or configuration, 1 when a model or sandbox kept failing.
+    still printed), 2 for bad input or configuration, 1 when a model or sandbox kept failing,
+    130 when interrupted (Ctrl-C). With --json, stdout always holds one JSON object: the result,
+    or {"error": {"type", "message", "exit_code"}} when the run fails.
     """
-    from rich.console import Console
+    with _json_errors(as_json):
+        from rich.console import Console
 
-    err = Console(stderr=True, highlight=False)
-    if resume:
-        from recursa.rlm import RLM
+        # emoji=False: notes quote paths, model ids and answers; soft_wrap: no hard wrap in pipes.
+        err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+        if resume:
+            from recursa.rlm import RLM
 
-        rlm = RLM.from_journal(resume, cache=cache)
-        run_id, ctx = resume, None
-    else:
-        if not question or not question.strip():
-            raise ConfigError("the question is empty: say what you want to know")
-        from recursa.context import load_context
-        from recursa.rlm import new_run_id
+            rlm = RLM.from_journal(resume, cache=cache)
+            run_id, ctx = resume, None
+        else:
+            if not question or not question.strip():
+                raise ConfigError("the question is empty: say what you want to know")
+            from recursa.context import load_context
+            from recursa.rlm import new_run_id
 
-        question = _clean_question(question, err, quiet)
-        if max_file_mb <= 0 or max_context_mb <= 0:
-            raise ConfigError("--max-file-mb and --max-context-mb must be positive")
-        # The user's input is checked before anything else (models, keys): its errors come first.
-        ctx = load_context(
-            *context_sources(context),
-            max_file_bytes=max(1, int(max_file_mb * MIB)),
-            max_context_bytes=max(1, int(max_context_mb * MIB)),
-        )
-        rlm = _build(locals())
-        run_id = new_run_id()
+            question = _clean_question(question, err, quiet)
+            if max_file_mb <= 0 or max_context_mb <= 0:
+                raise ConfigError("--max-file-mb and --max-context-mb must be positive")
+            # The user's input is checked before anything else (models, keys): its errors
+            # come first.
+            ctx = load_context(
+                *context_sources(context),
+                max_file_bytes=max(1, int(max_file_mb * MIB)),
+                max_context_bytes=max(1, int(max_context_mb * MIB)),
+            )
+            rlm = _build(locals())
+            run_id = new_run_id()
+            if not quiet:
+                for warning in ctx.warnings:
+                    err.print(f"[yellow]note:[/] {_safe(warning)}")
+        try:
+            result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err, otel)
+        except (KeyboardInterrupt, RecursaError) as exc:
+            if rlm.journal and not quiet and not isinstance(exc, ConfigError):
+                err.print(f"[dim]resume with: recursa ask --resume {escape(run_id)}[/]")
+            raise
+        data = result.to_dict()
+        _emit(json.dumps(data, ensure_ascii=False, indent=2) if as_json else result.answer)
         if not quiet:
-            for warning in ctx.warnings:
-                err.print(f"[yellow]note:[/] {_safe(warning)}")
+            _summary(err, result)
+        return 0 if not result.partial else EXIT_PARTIAL
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit status for an exception that ends a command."""
+    from recursa.errors import JournalError, TraceError
+
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, ConfigError | TraceError | JournalError | UnicodeError):
+        return 2
+    return 1
+
+
+@contextlib.contextmanager
+def _json_errors(enabled: bool) -> Any:
+    """Under --json, a failed run still prints one JSON object on stdout (scripts parse it)."""
     try:
-        result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err, otel)
-    except (KeyboardInterrupt, RecursaError) as exc:
-        if rlm.journal and not quiet and not isinstance(exc, ConfigError):
-            err.print(f"[dim]resume with: recursa ask --resume {run_id}[/]")
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        if enabled:
+            emit_error(exc, exit_code_for(exc))
         raise
-    _emit(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) if as_json else result.answer)
-    if not quiet:
-        _summary(err, result)
-    return 0 if not result.partial else EXIT_PARTIAL
+
+
+def emit_error(exc: BaseException, code: int) -> None:
+    """The --json form of a failure: one object with the error's type, message and exit code."""
+    message = getattr(exc, "format_message", lambda: str(exc))() or type(exc).__name__
+    error = {"type": type(exc).__name__, "message": message, "exit_code": code}
+    _emit(json.dumps({"error": error}, ensure_ascii=False, indent=2))
+
+
+# Limits fields as ask's flags: the library's message names the field, the CLI's the flag.
+_LIMIT_FLAGS = {
+    "max_iterations": "--max-iterations",
+    "max_depth": "--max-depth",
+    "max_llm_calls": "--max-calls",
+    "max_tokens": "--max-tokens",
+    "max_cost_usd": "--max-cost",
+    "timeout_s": "--timeout",
+    "cell_timeout_s": "--cell-timeout",
+    "max_concurrency": "--concurrency",
+    "max_output_chars": "--max-output-chars",
+    "max_sandboxes": "--max-sandboxes",
+}
+
+
+def _flag_message(message: str) -> str:
+    for name, flag in _LIMIT_FLAGS.items():
+        message = re.sub(rf"\b(Limits\.)?{name}\b", flag, message)
+    return message
 
 
 def _build(opts: dict[str, Any]) -> Any:
@@ -304,18 +360,21 @@ def _build(opts: dict[str, Any]) -> Any:
     from recursa.limits import Limits
     from recursa.rlm import RLM
 
-    limits = Limits(
-        max_iterations=opts["max_iterations"],
-        max_depth=opts["max_depth"],
-        max_llm_calls=opts["max_calls"],
-        max_tokens=opts["max_tokens"],
-        max_cost_usd=opts["max_cost"],
-        timeout_s=opts["timeout"] or None,  # 0: no wall-clock limit
-        cell_timeout_s=opts["cell_timeout"],
-        max_concurrency=opts["concurrency"],
-        max_output_chars=opts["max_output_chars"],
-        max_sandboxes=opts["max_sandboxes"],
-    )
+    try:
+        limits = Limits(
+            max_iterations=opts["max_iterations"],
+            max_depth=opts["max_depth"],
+            max_llm_calls=opts["max_calls"],
+            max_tokens=opts["max_tokens"],
+            max_cost_usd=opts["max_cost"],
+            timeout_s=opts["timeout"] or None,  # 0: no wall-clock limit
+            cell_timeout_s=opts["cell_timeout"],
+            max_concurrency=opts["concurrency"],
+            max_output_chars=opts["max_output_chars"],
+            max_sandboxes=opts["max_sandboxes"],
+        )
+    except ConfigError as exc:  # name the flag the user typed, not the library's field
+        raise ConfigError(_flag_message(str(exc))) from None
     return RLM(
         opts["model"],
         opts["sub_model"],
@@ -329,6 +388,14 @@ def _build(opts: dict[str, Any]) -> Any:
         journal=not opts["no_journal"],
         cache=opts["cache"],
     )
+
+
+OTLP_TIMEOUT_S = 2.0  # one --otel export, retries included, unless OTEL_* says otherwise
+_OTLP_TIMEOUT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+
+
+def _otlp_timeout_set() -> bool:
+    return any(os.environ.get(v) for v in _OTLP_TIMEOUT_VARS)
 
 
 def _run(
@@ -348,7 +415,9 @@ def _run(
     if otel:
         from recursa.trace.otel import OTelProcessor
 
-        exporter = OTelProcessor.otlp()
+        # A collector that is down must cost seconds, not minutes, and print no tracebacks.
+        timeout_s = None if _otlp_timeout_set() else OTLP_TIMEOUT_S
+        exporter = OTelProcessor.otlp(timeout_s=timeout_s, quiet=True)
         processors.append(exporter)
     if quiet:
         progress: Any = contextlib.nullcontext()
@@ -360,11 +429,13 @@ def _run(
     try:
         with progress:
             if resume:
-                return rlm.resume(resume, trace=trace, processors=processors)
+                return rlm.resume(resume, trace=trace, processors=processors, question=question)
             return rlm.run(question, ctx, trace=trace, run_id=run_id, processors=processors)
     finally:
         if exporter is not None:
-            exporter.force_flush()
+            exporter.force_flush(int((timeout_s or OTLP_TIMEOUT_S) * 1000) + 1000)
+            if exporter.export_failed and not quiet:
+                err.print("[yellow]warning:[/] --otel: the OTLP collector did not take the spans")
 
 
 def _summary(err: Any, result: Any) -> None:

@@ -10,18 +10,13 @@ import typer
 from recursa.cli.serve import (
     BaseURL,
     CellTimeout,
-    KeepRuns,
     MaxCalls,
     MaxCost,
     MaxDepth,
     MaxIterations,
-    MaxRuns,
     MaxTokens,
-    Model,
-    NoStore,
     Sandbox,
     SubModel,
-    Timeout,
     server_config,
 )
 from recursa.errors import ConfigError, MissingDependencyError
@@ -29,6 +24,40 @@ from recursa.errors import ConfigError, MissingDependencyError
 __all__ = ["register"]
 
 MIB = 1024 * 1024
+
+# MCP's own texts for options whose meaning differs from `recursa serve`'s (no 'rlm' model
+# name, no HTTP 429, no per-request timeouts here).
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model for the ask tool as provider:model. Default: $RECURSA_MODEL, else the "
+        "embedded local model.",
+    ),
+]
+MaxRuns = Annotated[
+    int,
+    typer.Option(
+        "--max-concurrent-runs",
+        help="ask calls running at once; one more fails at once with a 'busy' tool error.",
+    ),
+]
+Timeout = Annotated[float, typer.Option("--timeout", help="Wall-clock seconds per ask call.")]
+NoStore = Annotated[
+    bool,
+    typer.Option(
+        "--no-store",
+        help="Keep no traces or summaries of runs; ask_trace then has nothing to show.",
+    ),
+]
+KeepRuns = Annotated[
+    int,
+    typer.Option(
+        "--keep-runs",
+        help="Runs ask_trace can show (oldest go); shared with `recursa serve`'s store.",
+    ),
+]
 
 
 def mcp(
@@ -74,8 +103,9 @@ def mcp(
         typer.Option("--max-context-mb", help="All files of one `ask` together, in MiB."),
     ] = 512.0,
 ) -> None:
-    """Serve RLMs to MCP clients (Claude Desktop, Cursor, agents...) over stdio.
+    """Give MCP clients (Claude Desktop, Cursor, agents...) an `ask` tool backed by RLMs.
 
+    Speaks MCP over stdio (the client starts this command), or streamable HTTP with --http.
     Tools: ask(question, paths | text) answers over files and folders under the --root folders
     (or over text) and reports progress; ask_trace(run_id) shows what a past run did.
     """

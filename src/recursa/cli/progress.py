@@ -88,7 +88,7 @@ class LiveProgress:
     """A :class:`~recursa.trace.spans.TraceProcessor` that draws the growing run tree."""
 
     def __init__(self, console: Console | None = None, *, refresh_per_second: float = 8) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, emoji=False, soft_wrap=True)
         self.totals = _Totals()
         self.started = time.monotonic()
         self.root: _Run | None = None

@@ -297,15 +297,17 @@ def serve(
         progress=progress,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
     )
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(
-            f"[yellow]warning:[/] listening on {host} with no --api-key: anyone who can reach "
-            "this port can spend your model budget"
+            f"[yellow]warning:[/] listening on {escape(host)} with no --api-key: anyone who can "
+            "reach this port can spend your model budget"
         )
-    err.print(f"[dim]default model (rlm): {config.default_model}[/]")
+    err.print(f"[dim]default model (rlm): {escape(str(config.default_model))}[/]")
     if config.allowed_models and config.open_models:
-        err.print(f"[dim]clients may also pick: {', '.join(config.allowed_models)}[/]")
+        err.print(f"[dim]clients may also pick: {escape(', '.join(config.allowed_models))}[/]")
     run_server(config, host=host, port=port, log_level=log_level.lower())
 
 

