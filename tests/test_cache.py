@@ -111,3 +111,30 @@ def test_two_processes_sharing_a_cache_do_not_corrupt_it(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 150
     assert conn.execute("SELECT SUM(hits) FROM calls").fetchone()[0] == 600
     conn.close()
+
+
+def test_cli_cache_implies_temperature_0_for_api_models(tmp_path, monkeypatch, capsys):
+    import json
+
+    from recursa.cli import main
+    from recursa.testing import FakeLLMServer
+
+    monkeypatch.setenv("RECURSA_CACHE_DIR", str(tmp_path / "cache"))
+    doc = tmp_path / "doc.txt"
+    doc.write_text("the launch is on 2031-04-05")
+    rules = [(r"^Question:", repl("print(context[:40])")), (r"launch", repl("FINAL('2031')"))]
+    with FakeLLMServer(rules=rules) as srv:
+        args = ["ask", "-c", str(doc), "-m", "openai:fake", "--base-url", srv.base_url, "--cache"]
+        assert main([*args, "--json", "-q", "When?"]) == 0
+        first = json.loads(capsys.readouterr().out)
+        sent = len(srv.requests)
+        assert sent == 2 and all(r.body.get("temperature") == 0 for r in srv.requests)
+        assert main([*args, "--json", "-q", "When?"]) == 0
+        second = json.loads(capsys.readouterr().out)
+        assert len(srv.requests) == sent  # every call answered from the cache
+        assert first["cache_hits"] == 0 and second["cache_hits"] == 2
+        assert second["answer"] == "2031"
+        # An explicit sampling temperature is kept, and the CLI says why nothing is cached.
+        assert main([*args, "--temperature", "0.7", "When?"]) == 0
+        assert "not cached" in capsys.readouterr().err
+        assert len(srv.requests) == sent + 2

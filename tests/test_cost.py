@@ -284,3 +284,32 @@ def test_the_prices_option_prices_a_real_backend_end_to_end(
     unpriced, _ = ask("unpriced")  # "acme-ft" is in no built-in table
     assert unpriced["cost_usd"] is None and not unpriced["cost_complete"]
     assert unpriced["usage"]["unpriced_calls"] == 3
+
+
+def test_max_cost_on_an_unpriced_model_is_warned_in_result_cli_and_json(doc, capsys):
+    from recursa.cli import main
+    from recursa.testing import FakeLLMServer
+
+    root = ScriptedLM([repl("FINAL('x')")], name="root")
+    root.name = "test:unpriced"
+    r = make_rlm(root, limits=Limits(max_cost_usd=0.0001)).run("q", "ctx")
+    assert any("not enforced" in w and "test:unpriced" in w for w in r.warnings)
+
+    rules = [(r"^Question:", repl("print(1)")), (r"1", repl("FINAL('x')"))]
+    with FakeLLMServer(rules=rules) as srv:
+        args = ["ask", "-c", str(doc), "-m", "openai:fake-unpriced", "--base-url", srv.base_url]
+        args += ["--max-cost", "0.0001"]
+        assert main([*args, "--json", "-q", "q"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert sum("not enforced" in w for w in data["warnings"]) == 1  # once, not per call
+        assert main([*args, "q"]) == 0
+        assert "not enforced" in capsys.readouterr().err
+
+
+def test_max_cost_on_a_priced_model_gives_no_such_warning():
+    from recursa.pricing import ModelPrice
+
+    prices = PriceTable().with_overrides({"scripted:root": ModelPrice(input=1.0, output=1.0)})
+    rlm = make_rlm([repl("FINAL('x')")], limits=Limits(max_cost_usd=1.0), prices=prices)
+    r = rlm.run("q", "ctx")
+    assert not any("not enforced" in w for w in r.warnings)

@@ -212,9 +212,9 @@ def test_streaming_progress_when_asked(live):
         if "recursa" in c.model_extra and "progress" in c.model_extra["recursa"]
     ]
     kinds = [p["kind"] for p in progress]
-    # Two iterations, then the "answer now" turn the limit allows.
-    assert kinds == ["iteration", "cell"] * 3
-    assert "last turn" in progress[-2]["message"] and progress[-2]["iteration"] == 3
+    # Two iterations, then the "answer now" turn the limit allows, which runs no code.
+    assert kinds == ["iteration", "cell"] * 2 + ["iteration"]
+    assert "last turn" in progress[-1]["message"] and progress[-1]["iteration"] == 3
     assert [p["step"] for p in progress] == list(range(1, len(progress) + 1))
     for c in chunks:
         if "progress" in c.model_extra.get("recursa", {}):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from recursa.limits import (
     UsageMeter,
 )
 from recursa.lm.base import LM
-from recursa.parsing import find_code_blocks, find_final, strip_code_blocks
+from recursa.parsing import find_code_blocks, find_final
 from recursa.prompts import PromptProfile, profile_for
 from recursa.sandbox.base import CallHandler, Sandbox, SandboxConfig
 from recursa.trace.spans import Span, Tracer
@@ -176,6 +177,7 @@ class Engine:
         answer, stop, detail = "", StopReason.ERROR, ""
         failure: BaseException | None = None
         has_slot = False
+        messages: list[Message] = []
         try:
             messages = self._first_messages(question, context)
             # No worker starts unless a slot is free and the first turn is paid for: a batch of
@@ -187,12 +189,15 @@ class Engine:
             await sandbox.load_context(context.value, alias_parts=context.multi)
             answer, stop, detail = await self._loop(messages, sandbox)
         except BudgetExhausted as exc:
-            answer, stop, detail = self.state.candidate, exc.reason, exc.detail
+            answer, stop, detail = await self._wrap_up(
+                messages, sandbox, exc.reason, exc.detail, turn=False
+            )
         except asyncio.CancelledError:
             answer, stop, detail = self.state.candidate, StopReason.CANCELLED, "cancelled"
             raise
         except RecursaError as exc:
-            answer, stop, detail = self.state.candidate, StopReason.ERROR, str(exc)
+            answer = await self._repl_answer(sandbox) or self.state.candidate
+            stop, detail = StopReason.ERROR, str(exc)
             failure = exc
         finally:
             if self._prepaid is not None:
@@ -276,21 +281,53 @@ class Engine:
                 return step.final, StopReason.FINAL, ""
             messages.append(Message.user(step.feedback))
             if st.consecutive_errors >= cfg.limits.max_consecutive_errors:
-                return (
-                    st.candidate,
-                    StopReason.MAX_CONSECUTIVE_ERRORS,
-                    (f"{st.consecutive_errors} iterations in a row without working code"),
+                why = f"{st.consecutive_errors} iterations in a row without working code"
+                return await self._wrap_up(
+                    messages, sandbox, StopReason.MAX_CONSECUTIVE_ERRORS, why, turn=True
                 )
         detail = f"max_iterations={cfg.limits.max_iterations} reached"
-        if cfg.limits.final_answer_turn:
+        return await self._wrap_up(messages, sandbox, StopReason.MAX_ITERATIONS, detail, turn=True)
+
+    async def _repl_answer(self, sandbox: Sandbox) -> str:
+        """The content of the REPL's ``answer`` dict, ready or not ("" if unset or unreadable)."""
+        try:
+            raw = await asyncio.wait_for(sandbox.get_var("answer"), 5.0)
+            value = json.loads(raw) if raw else None
+        except Exception:  # a dead, busy or never-started worker: no evidence there
+            return ""
+        if not isinstance(value, dict) or value.get("content") in (None, ""):
+            return ""
+        content = value["content"]
+        return content.strip() if isinstance(content, str) else json.dumps(content, default=str)
+
+    async def _wrap_up(
+        self,
+        messages: list[Message],
+        sandbox: Sandbox,
+        stop: StopReason,
+        detail: str,
+        *,
+        turn: bool,
+    ) -> tuple[str, StopReason, str]:
+        """The best partial answer after a limit stopped the run: the REPL's ``answer`` dict,
+        else one "answer now" turn that runs no code (when ``turn`` and the budget allow), else
+        an earlier unaccepted FINAL, else none (said plainly in the detail)."""
+        st = self.state
+        found = await self._repl_answer(sandbox)
+        if found:
+            return found, stop, f"{detail}; partial answer from the REPL's answer dict"
+        if turn and self.tree.config.limits.final_answer_turn:
             messages.append(Message.user(self.profile.final_turn))
             try:
                 step = await self._iteration(messages, sandbox, st.iterations + 1, last_turn=True)
             except BudgetExhausted as exc:  # no budget left for the extra turn: say so
-                return st.candidate, StopReason.MAX_ITERATIONS, f"{detail}; {exc.detail}"
-            if step.final is not None:
-                st.candidate = step.final
-        return st.candidate, StopReason.MAX_ITERATIONS, detail
+                detail = f"{detail}; no answer-now turn: {exc.detail}"
+            else:
+                if step.final:
+                    return step.final, stop, f"{detail}; answer from one answer-now turn (no code)"
+        if st.candidate:
+            return st.candidate, stop, f"{detail}; partial answer: a FINAL not yet checked"
+        return "", stop, f"{detail}; no partial answer: the model gave none"
 
     async def _iteration(
         self, messages: list[Message], sandbox: Sandbox, index: int, *, last_turn: bool = False
@@ -298,7 +335,7 @@ class Engine:
         tracer = self.tree.tracer
         span = tracer.start(
             "iteration",
-            f"iteration {index}",
+            "answer now (no code)" if last_turn else f"iteration {index}",
             self.run_span,
             index=index,
             depth=self.depth,
@@ -352,9 +389,10 @@ class Engine:
         saw_output = st.code_ran  # before this reply's code: has the model seen any output?
         blocks = find_code_blocks(text)
         bare = find_final(text)
-        prose = strip_code_blocks(text).strip()
-        if prose and not bare:
-            st.candidate = prose[:4000]
+        if last_turn:  # an "answer now" turn: a FINAL is taken, code is never run
+            if bare is None:
+                return _Step()
+            return _Step(final=await self._resolve_bare(bare, sandbox))
         if not blocks:
             if bare is None:
                 st.consecutive_errors += 1

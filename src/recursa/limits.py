@@ -57,7 +57,8 @@ class Limits:
     What each shared limit guarantees (the whole tree: root, sub-calls, children):
 
     Attributes:
-        max_iterations: root turns per RLM (the root and each child count their own).
+        max_iterations: root turns per RLM that may run code (the root and each child count
+            their own); ``final_answer_turn`` may add one more that never runs code.
         max_depth: how deep ``rlm_query`` may nest children; past it, ``rlm_query`` is a plain call.
         max_llm_calls: model calls, and for the HTTP backends every retry too: none is sent
             past it (each is reserved before it goes out; failed calls count).
@@ -78,7 +79,9 @@ class Limits:
         cell_timeout_s: compute time of one code cell (time spent waiting for sub-calls does not
             count); past it the worker is killed and restarted.
         max_concurrency: LM calls in flight at once across the tree.
-        final_answer_turn: when iterations run out, give the root one last "answer now" turn.
+        final_answer_turn: when iterations run out, give the root one last "answer now" turn:
+            its code never runs, it is not counted in ``iterations`` and is traced as
+            "answer now (no code)".
         raise_on_limit: raise :class:`~recursa.errors.LimitExceeded` instead of returning a
             partial result.
     """
@@ -256,6 +259,16 @@ class Budget:
                 best, why = room, "cost"
         return best, why
 
+    def _warn_unpriced(self, model: str) -> None:
+        """Say once per model that max_cost_usd cannot bound a model without a known price."""
+        text = (
+            f"max_cost_usd={self.limits.max_cost_usd:g} is not enforced for {model or 'a model'}: "
+            "it has no known price, so its calls cost nothing against the cap "
+            "(add it with --prices or $RECURSA_PRICES)"
+        )
+        if text not in self.warnings:
+            self.warnings.append(text)
+
     def _refuse(self, why: str, prompt: int) -> BudgetExhausted:
         lim = self.limits
         if why == "cost":
@@ -281,6 +294,8 @@ class Budget:
         self.check()
         lim = self.limits
         price = self.prices.lookup(model) if lim.max_cost_usd is not None else None
+        if lim.max_cost_usd is not None and price is None:
+            self._warn_unpriced(model)
         if lim.max_tokens is None and price is None:
             self.calls_reserved += 1
             return Reservation(output_tokens=max_output_tokens)
