@@ -76,3 +76,39 @@ def test_bench_errors_are_one_line(
     assert "--data-dir" in capsys.readouterr().err
     assert main([*base, "-b", "nope", "--methods", "rlm"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(tmp_path: Path, script: Path) -> None:
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "run"
+    args = [
+        "bench", "run", "-b", "oolong", "--data-dir", str(tmp_path / "data"),
+        "--model", f"scripted:{script}", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    assert main(args) == 2  # the data is missing: found only once the run has started
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays
+    assert main(args) == 2
+    assert out.is_dir()
+
+
+def test_bench_log_lines_have_no_source_path(capsys: pytest.CaptureFixture[str]) -> None:
+    from recursa.cli.bench import _console, _Progress
+
+    progress = _Progress(_console())
+    progress.task = progress.bar.add_task("bench", total=1, score="–", cost="$0")
+    row = {"task_id": "niah-1", "method": "rlm", "score": 1.0, "wall_time_s": 1.0}
+    progress.event("row", {"row": row})
+    err = capsys.readouterr().err
+    assert "niah-1 · rlm · score 1.00" in err
+    assert ".py:" not in err
+
+
+def test_cost_plot_labels_on_the_same_spot_do_not_overlap() -> None:
+    from recursa.bench.report import label_offsets
+
+    taken: dict = {}
+    first = label_offsets([0.010, 0.0101, 0.5], [1.0, 1.0, 1.0], taken)  # 8k and 32k: one spot
+    assert first[0] != first[1] and first[2] == first[0]
+    later = label_offsets([0.0100], [1.0], taken)  # another method's point on the same spot
+    assert later[0] not in first[:2]

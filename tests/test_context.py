@@ -121,3 +121,16 @@ def test_folder_skips_special_files_and_links_leading_outside(tmp_path: Path):
     assert ctx.value == {"a.txt": "inside", "link_in.txt": "inside"}
     assert any("2 link(s) to files outside" in w for w in ctx.warnings)
     assert any("2 special file(s)" in w for w in ctx.warnings)
+
+
+def test_folder_names_the_links_to_folders_it_does_not_follow(tmp_path: Path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.txt").write_text("secret")
+    root = tmp_path / "proj"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.txt").write_text("inside")
+    (root / "out").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "loop").symlink_to(root / "sub", target_is_directory=True)
+    ctx = load_context(root)
+    assert ctx.value == {"sub/a.txt": "inside"}
+    assert any("2 link(s) to folders" in w and "loop, out" in w for w in ctx.warnings)

@@ -30,6 +30,9 @@ def workspace(tmp_path: Path) -> dict[str, Path]:
     outside = tmp_path / "private.txt"
     outside.write_text("The code word is leaked.")
     (root / "docs" / "sneaky.txt").symlink_to(outside)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "more.txt").write_text("The code word is leaked.")
+    (root / "docs" / "away").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     script = tmp_path / "script.json"
     rules = [{"match": "files", "reply": FILES}, {"match": "code word", "reply": SECRET}]
     script.write_text(json.dumps({"rules": rules}))
@@ -79,6 +82,7 @@ async def test_ask_over_a_folder_reports_progress_and_leaves_out_escaping_links(
         assert data["answer"] == repr(["docs/notes.txt", "src.py"])
         assert data["stop_reason"] == "final" and data["partial"] is False
         assert any("sneaky.txt" in w for w in data["warnings"])
+        assert any("docs/away" in w and "folders" in w for w in data["warnings"])
         secret = await client.call_tool(
             "ask", {"question": "What is the code word?", "paths": ["docs/notes.txt"]}
         )
@@ -124,6 +128,11 @@ async def test_ask_text_then_ask_trace_summarises_the_run(workspace):
         assert summary["question"] == "What is the code word?"
         assert summary["trace"]["spans"]["iteration"] == 1
         assert "pecan" in summary["trace"]["tree"]
+        # What a chat client shows: readable lines and the tree as drawn, not a JSON string.
+        shown = trace.content[0].text
+        assert not shown.lstrip().startswith("{") and "\\n" not in shown
+        assert "answer: pecan" in shown and "question: What is the code word?" in shown
+        assert summary["trace"]["tree"].rstrip() in shown
         for bad in ("20000101-000000-ffffff", "../../etc"):
             missing = await client.call_tool("ask_trace", {"run_id": bad})
             assert missing.is_error

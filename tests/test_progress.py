@@ -50,10 +50,13 @@ def test_the_tree_grows_and_shrinks_with_the_run():
     text = render(progress)
     assert "iteration 1 · 1 LM call (1 running) · 1,200 tokens (600 cached) · $0.0125" in text
     assert "cell 1: chunks = split(context)" in text  # the running cell's first line
-    assert "rlm_query_batched 1/5 done, 4 in flight" in text
-    assert "child d1 · iteration 2 · hits = find('x1')" in text
-    assert "llm_query_batched 0/3 done, 3 in flight" in text  # nested under its child
-    assert "… 1 more children running" in text  # three children drawn, the rest counted
+    assert "rlm_query_batched 1/5 done, 4 running" in text
+    # Siblings are told apart by their place in the batch.
+    assert "child 2 d1 · iteration 2 · hits = find('x1')" in text
+    assert "child 3 d1 · iteration 2 · hits = find('x2')" in text
+    # Only the one started call is running; the others wait (nested under its child).
+    assert "llm_query_batched 0/3 done, 1 running, 2 queued" in text
+    assert "… 1 more child running" in text  # three children drawn, the rest counted
     assert "1 child run done" in text
     assert "x0" not in text  # finished children leave the tree
 
@@ -66,7 +69,7 @@ def test_the_tree_grows_and_shrinks_with_the_run():
     tr.end(cell)
     tr.end(it)
     text = render(progress)
-    assert "cell 1" not in text and "in flight" not in text
+    assert "cell 1" not in text and "_batched" not in text
     assert "5 child runs done" in text
     assert progress.totals.sub_done == 5
 
@@ -79,7 +82,45 @@ def test_unpriced_and_failed_calls_are_flagged():
     tr.end(tr.start("lm_call", "m", run), error="LMServerError: 500")
     text = render(progress)
     assert "2 LM calls, 1 failed" in text
-    assert "$0.0000+?" in text  # a cost that is known to be incomplete says so
+    # A cost known to be incomplete says so in words, not as "$0.0000+?".
+    assert "+?" not in text and "cost unknown (1 unpriced call)" in text
+    tr.end(tr.start("lm_call", "m", run), input_tokens=1, output_tokens=1, cost_usd=0.0125)
+    tr.end(tr.start("lm_call", "m", run), input_tokens=1, output_tokens=1, cost_usd=None)
+    assert "$0.0125 + 2 unpriced calls" in render(progress)
+
+
+def test_a_batch_counts_only_started_items_as_running():
+    progress = LiveProgress(quiet_console())
+    tr = Tracer([progress])
+    run = tr.start("run", "rlm", None, depth=0, model="openai:gpt-5")
+    it = tr.start("iteration", "iteration 1", run, index=1, depth=0)
+    cell = tr.start("cell", "cell 1", it, code="llm_query_batched(parts)", depth=0)
+    sub = tr.start("sub_call", "llm_query_batched", cell, fn="llm_query_batched", n=30)
+    tr.end(tr.start("lm_call", "m", sub, role="sub", depth=1), input_tokens=1, cost_usd=0.0)
+    tr.start("lm_call", "m", sub, role="sub", depth=1)
+    text = render(progress)
+    assert "(1 running)" in text
+    assert "llm_query_batched 1/30 done, 1 running, 28 queued" in text
+    assert "in flight" not in text
+
+
+def test_the_final_frame_leaves_a_summary_line():
+    out = io.StringIO()
+    console = Console(file=out, width=160, color_system=None, force_terminal=False)
+    with LiveProgress(console) as progress:
+        tr = Tracer([progress])
+        run = tr.start("run", "rlm", None, depth=0, model="openai:gpt-5")
+        it = tr.start("iteration", "iteration 2", run, index=2, depth=0)
+        tr.end(tr.start("lm_call", "m", it), input_tokens=100, output_tokens=20, cost_usd=0.5)
+        sub = tr.start("sub_call", "llm_query_batched", it, fn="llm_query_batched", n=2)
+        for _ in range(2):
+            tr.end(tr.start("lm_call", "m", sub), input_tokens=1, output_tokens=1, cost_usd=0.0)
+        tr.end(sub)
+        tr.end(it)
+        tr.end(run)
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last.startswith("run: iteration 2 · 3 LM calls · 124 tokens · $0.5000")
+    assert last.endswith("2 sub-call items")
 
 
 def test_a_real_run_leaves_nothing_in_flight_and_counts_what_the_result_counts():

@@ -76,3 +76,18 @@ def test_serve_refuses_bad_configuration_before_listening(args, message, capsys,
 def test_mcp_refuses_a_root_that_is_not_a_folder(tmp_path, capsys):
     assert main(["mcp", "--root", str(tmp_path / "missing"), "--model", "openai:x"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_serve_without_model_or_local_extra_fails_at_start(capsys, monkeypatch):
+    import recursa.lm.local
+    import recursa.server.openai_api
+
+    started = []
+    monkeypatch.delenv("RECURSA_MODEL", raising=False)
+    monkeypatch.setattr(recursa.lm.local, "_llama_cpp_installed", lambda: False)
+    monkeypatch.setattr(recursa.server.openai_api, "serve", lambda *a, **k: started.append(a))
+    assert main(["serve", "--port", "0"]) == 2
+    assert not started
+    err = capsys.readouterr().err
+    assert "pip install 'recursa[local]'" in err
+    assert len(err.strip().splitlines()) == 1

@@ -349,6 +349,7 @@ def _read_folder(root: Path, warnings: list[str], budget: _Budget) -> dict[str, 
     outside: list[str] = []  # links leading out of the folder
     special: list[str] = []  # FIFOs, sockets, devices (or links to them)
     too_big: list[str] = []  # over the per-file limit
+    linked_dirs: list[str] = []  # links to folders: never followed (a loop, or out of the folder)
     real_root = root.resolve()
 
     def onerror(exc: OSError) -> None:
@@ -363,7 +364,10 @@ def _read_folder(root: Path, warnings: list[str], budget: _Budget) -> dict[str, 
         kept = []
         for d in sorted(dirnames):
             rel = f"{rel_dir}/{d}" if rel_dir else d
-            if d in _VCS_DIRS or (here / d).is_symlink():
+            if d in _VCS_DIRS:
+                continue
+            if (here / d).is_symlink():
+                linked_dirs.append(rel)
                 continue
             if ignore.ignored(rel, is_dir=True):
                 skipped_ignored += 1
@@ -406,6 +410,11 @@ def _read_folder(root: Path, warnings: list[str], budget: _Budget) -> dict[str, 
         warnings.append(
             f"{root}: skipped {len(outside):,} link(s) to files outside the folder: "
             f"{_names(outside)}"
+        )
+    if linked_dirs:
+        warnings.append(
+            f"{root}: skipped {len(linked_dirs):,} link(s) to folders (not followed): "
+            f"{_names(linked_dirs)}"
         )
     if special:
         warnings.append(

@@ -200,13 +200,14 @@ def _cost_plot(plt: Any, bench: str, items: Sequence[Cell], folder: Path) -> Pat
         )
     )
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    taken: dict[tuple[float, float], int] = {}
     for k, m in enumerate(sorted({c.method for c in items}, key=_method_rank)):
         mine = [c for c in items if c.method == m]
         xs = [c.mean(key) or 0.0 for c in mine]
         ys = [c.mean("score") or 0.0 for c in mine]
         ax.scatter(xs, ys, s=45, marker=_MARKERS[k % len(_MARKERS)], alpha=0.85, label=m)
-        for c, x, y in zip(mine, xs, ys, strict=True):
-            ax.annotate(c.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for c, x, y, offset in zip(mine, xs, ys, label_offsets(xs, ys, taken), strict=True):
+            ax.annotate(c.label, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
     if all(c.mean(key) for c in items) and _spread(items, key) > 20:
         ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
@@ -216,6 +217,24 @@ def _cost_plot(plt: Any, bench: str, items: Sequence[Cell], folder: Path) -> Pat
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, plt, folder / f"{bench}-cost-vs-score.png")
+
+
+def label_offsets(
+    xs: Sequence[float], ys: Sequence[float], taken: dict[tuple[float, float], int] | None = None
+) -> list[tuple[int, int]]:
+    """Where to put each point's label (offset points): points that land on about the same spot
+    (same score to 0.02, cost within ~12%) get their labels stacked, not drawn over each other.
+    ``taken`` carries the spots already labelled across calls (one per method)."""
+    import math
+
+    taken = {} if taken is None else taken
+    out = []
+    for x, y in zip(xs, ys, strict=True):
+        spot = (round(math.log10(x) * 20) / 20 if x > 0 else -99.0, round(y * 50) / 50)
+        n = taken.get(spot, 0)
+        taken[spot] = n + 1
+        out.append((4, 4 + 10 * n))
+    return out
 
 
 def _spread(items: Sequence[Cell], key: str) -> float:

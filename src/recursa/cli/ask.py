@@ -136,7 +136,12 @@ def ask(
         int, typer.Option("--max-depth", help="How deep rlm_query may nest child RLMs.")
     ] = 1,
     max_iterations: Annotated[
-        int, typer.Option("--max-iterations", help="Root turns per RLM.")
+        int,
+        typer.Option(
+            "--max-iterations",
+            help='Root turns per RLM that may run code, then at most one "answer now" turn '
+            "that runs no code.",
+        ),
     ] = 30,
     max_cost: Annotated[
         float | None,
@@ -241,7 +246,9 @@ def ask(
     cache: Annotated[
         bool,
         typer.Option(
-            "--cache", help="Answer repeated temperature-0 requests from the shared call cache."
+            "--cache",
+            help="Answer repeated requests from the shared call cache; implies --temperature 0 "
+            "unless --temperature is given (only temperature-0 calls are cached).",
         ),
     ] = False,
     otel: Annotated[
@@ -289,6 +296,11 @@ def ask(
             )
             rlm = _build(locals())
             run_id = new_run_id()
+            if cache and temperature and not quiet:
+                err.print(
+                    f"[yellow]warning:[/] --cache stores only temperature-0 calls: with "
+                    f"--temperature {temperature:g}, API models' calls are not cached"
+                )
             if not quiet:
                 for warning in ctx.warnings:
                     err.print(f"[yellow]note:[/] {_safe(warning)}")
@@ -383,7 +395,9 @@ def _build(opts: dict[str, Any]) -> Any:
         sandbox=opts["sandbox"],
         prompt_profile=opts["profile"],
         prices=price_table(opts["prices"]),
-        temperature=opts["temperature"],
+        # --cache only stores calls whose answer is fixed by their input: without a temperature
+        # of its own, it asks for temperature 0 (else an API model would never be cached).
+        temperature=0.0 if opts["cache"] and opts["temperature"] is None else opts["temperature"],
         sub_calls=not opts["no_sub_calls"],
         journal=not opts["no_journal"],
         cache=opts["cache"],

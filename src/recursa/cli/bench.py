@@ -116,7 +116,6 @@ def run_cmd(
 
     Rerun the same command with the same --out to resume: finished rows are skipped.
     """
-    from rich.console import Console
 
     from recursa.bench.data import find_data_dir
     from recursa.bench.harness import BenchConfig
@@ -129,7 +128,7 @@ def run_cmd(
     from recursa.lm.registry import parse_model
     from recursa.rlm import default_model_spec
 
-    console = Console(stderr=True, highlight=False)
+    console = _console()
     spec = model or default_model_spec()
     local = parse_model(spec)[0] == "local"
     config = BenchConfig(
@@ -167,13 +166,41 @@ def run_cmd(
         f"{env.window_tokens:,} tokens ({env.window_source})[/]"
     )
     progress = None if quiet else _Progress(console)
-    with progress or contextlib.nullcontext():
-        asyncio.run(_run(config, env, progress))
+    created = not config.out_dir.exists()
+    try:
+        with progress or contextlib.nullcontext():
+            asyncio.run(_run(config, env, progress))
+    except BaseException:
+        if created:
+            _remove_if_no_rows(config.out_dir)
+        raise
     if report:
         from recursa.bench.report import write_report
 
         console.print(f"report: {write_report(config.out_dir)}")
     return 0
+
+
+def _console() -> Any:
+    """The bench's stderr console: its log lines carry no ``file.py:line`` column."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, log_path=False)
+
+
+def _remove_if_no_rows(folder: Path) -> None:
+    """Remove a run folder this run created when the run failed before writing a row."""
+    import shutil
+
+    from recursa.bench.harness import ROWS_FILE
+
+    rows = folder / ROWS_FILE
+    try:
+        if rows.exists() and rows.stat().st_size:
+            return
+        shutil.rmtree(folder)
+    except OSError:
+        pass
 
 
 async def _run(config: Any, env: Any, progress: Any) -> None:

@@ -4,9 +4,11 @@
 
     ⠹ iteration 3 · 14 LM calls (5 running) · 18,204 tokens (2,048 cached) · $0.0123 · 21s
     └── cell 1: chunks = [context[i:i+50_000] for i in range(0, len(context), 50_000)]
-        └── rlm_query_batched 3/8 done, 5 in flight
-            ├── child d1 · iteration 2 · cell: hits = re.findall(r"ERROR .*", context)
+        └── rlm_query_batched 3/8 done, 4 running, 1 queued
+            ├── child 4 d1 · iteration 2 · hits = re.findall(r"ERROR .*", context)
             └── … 3 more children running
+
+When the run ends the tree goes and one line stays: ``run: <the top line> · N sub-call items``.
 
 The processor methods run on the event loop for every span start and end, so they only update
 a few counters and dicts under a lock; the tree is built on rich's refresh thread, a few times
@@ -54,6 +56,8 @@ class _Sub:
     n: int
     done: int = 0
     failed: int = 0
+    running: int = 0  # items started and not done (the rest of n - done wait their turn)
+    started: int = 0  # items started so far: numbers the children
     children: dict[str, _Run] = field(default_factory=dict)  # running child runs
 
 
@@ -67,6 +71,7 @@ class _Run:
     last_turn: bool = False
     cell: str = ""  # first line of the running cell; empty while the model thinks
     cell_name: str = ""
+    number: int = 0  # a child's place among its sub-call's items (1-based), so siblings differ
     subs: dict[str, _Sub] = field(default_factory=dict)
 
 
@@ -82,6 +87,16 @@ class _Totals:
     cached_tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0
+
+
+def _cost(t: _Totals) -> str:
+    """The priced part, and how many calls had no known price (never a bare ``$0.0000+?``)."""
+    if not t.unpriced:
+        return f"${t.cost_usd:.4f}"
+    unpriced = f"{t.unpriced} unpriced call{'s' if t.unpriced != 1 else ''}"
+    if t.lm_done - t.lm_failed == t.unpriced:  # nothing was priced
+        return "cost unknown (" + unpriced + ")"
+    return f"${t.cost_usd:.4f} + {unpriced}"
 
 
 class LiveProgress:
@@ -112,6 +127,20 @@ class LiveProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(*exc)
+        # The live tree is transient; leave one compact line saying what the whole run did.
+        if self.root is not None:
+            with self._lock:
+                self.console.print(self.summary(), soft_wrap=True)
+
+    def summary(self) -> Text:
+        """The final line: the top line's totals plus how many sub-call items ran."""
+        text = Text("run: ", style="dim")
+        text.append_text(self.headline())
+        if self.totals.sub_done:
+            n = self.totals.sub_done
+            text.append(" · ", style="dim")
+            text.append(f"{n} sub-call item{'s' if n != 1 else ''}")
+        return text
 
     # ---- processor (event loop: keep it cheap) ------------------------------------------------
     def on_start(self, span: Span) -> None:
@@ -124,6 +153,8 @@ class LiveProgress:
                 sub = self._subs.get(span.parent_id or "")
                 if sub is not None:
                     sub.children[span.id] = run
+                    self._item_started(sub)
+                    run.number = sub.started
                 elif self.root is None:
                     self.root = run
                     self.started = time.monotonic()
@@ -146,6 +177,14 @@ class LiveProgress:
                     run.subs[span.id] = sub
             elif kind == "lm_call":
                 self.totals.lm_running += 1
+                sub = self._subs.get(span.parent_id or "")
+                if sub is not None:
+                    self._item_started(sub)
+
+    @staticmethod
+    def _item_started(sub: _Sub) -> None:
+        sub.started += 1
+        sub.running += 1
 
     def on_end(self, span: Span) -> None:
         a, kind, t = span.attrs, span.kind, self.totals
@@ -187,6 +226,7 @@ class LiveProgress:
         sub = self._subs.get(span.parent_id or "")
         if sub is not None:
             sub.done += 1
+            sub.running = max(0, sub.running - 1)
             sub.failed += span.status != "ok"
 
     # ---- rendering (rich's refresh thread) ------------------------------------------------
@@ -204,7 +244,7 @@ class LiveProgress:
         tokens = f"{t.input_tokens + t.output_tokens:,} tokens"
         if t.cached_tokens:
             tokens += f" ({t.cached_tokens:,} cached)"
-        cost = f"${t.cost_usd:.4f}" + ("+?" if t.unpriced else "")
+        cost = _cost(t)
         parts += [calls, tokens, cost]
         if t.children_done:
             parts.append(f"{t.children_done} child run{'s' if t.children_done != 1 else ''} done")
@@ -225,11 +265,14 @@ class LiveProgress:
         if run.cell and level == 1:
             where = node.add(Text.assemble((f"{run.cell_name}: ", "yellow"), run.cell))
         for sub in list(run.subs.values()):
-            running = sub.n - sub.done
+            # Only items actually started count as running (as on the top line); the others
+            # wait for a slot and are counted as queued.
+            queued = max(0, sub.n - sub.done - sub.running)
             label = Text.assemble(
                 (sub.fn, "blue"),
                 f" {sub.done}/{sub.n} done" if sub.n > 1 else (" done" if sub.done else ""),
-                (f", {running} in flight" if running > 0 else "", ""),
+                (f", {sub.running} running" if sub.running > 0 else "", ""),
+                (f", {queued} queued" if queued and sub.n > 1 else "", "dim"),
                 (f", {sub.failed} failed" if sub.failed else "", "red"),
             )
             branch = where.add(label)
@@ -239,14 +282,16 @@ class LiveProgress:
                     branch.add(Text("… deeper children running", style="dim"))
                     break
                 head = Text.assemble(
-                    (f"child d{child.depth}", "magenta"),
+                    (f"child {child.number}" if sub.n > 1 else "child", "magenta"),
+                    (f" d{child.depth}", "magenta"),
                     f" · iteration {child.iteration}" if child.iteration else " · starting",
                     (f" · {child.cell}" if child.cell else "", "yellow"),
                 )
                 self._add_run(branch.add(head), child, level + 1)
             if len(children) > MAX_CHILDREN:
                 more = len(children) - MAX_CHILDREN
-                branch.add(Text(f"… {more} more children running", style="dim"))
+                noun = "child" if more == 1 else "children"
+                branch.add(Text(f"… {more} more {noun} running", style="dim"))
 
     def __rich__(self) -> RenderableType:
         with self._lock:

@@ -160,8 +160,15 @@ def _check_models(config: ServerConfig) -> None:
     from recursa.server.runs import build_models
 
     for choice in config.model_names().values():
-        # The embedded model is built lazily and may need to fetch weights: not at start.
+        # The embedded model is built lazily and may need to fetch weights: not at start. But
+        # without llama_cpp it can never be built: say so now, not with a 404 on every request.
         if parse_model(choice.root)[0] == "local":
+            from recursa.lm.local import _llama_cpp_installed
+
+            if not _llama_cpp_installed():
+                raise MissingDependencyError(
+                    f"model {choice.name!r} ({choice.root}, the embedded local model)", "local"
+                )
             continue
         try:
             models = build_models(config, choice)

@@ -16,6 +16,7 @@ Runs are stored like the HTTP server's (``<data dir>/server-runs/<run_id>/``), s
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context as ToolContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
 from recursa.context import load_context
@@ -72,6 +74,31 @@ class AskResult(BaseModel):
             wall_time_s=round(result.wall_time_s, 3),
             warnings=list(warnings),
         )
+
+
+def trace_text(summary: dict[str, Any]) -> str:
+    """A stored run's summary as readable text: one ``key: value`` line per plain field, then
+    the trace's counts and its indented tree as drawn."""
+    lines = []
+    for key, value in summary.items():
+        if key == "trace" or isinstance(value, dict | list):
+            continue
+        lines.append(f"{key}: {value}")
+    for key, value in (summary.get("result") or {}).items():
+        if not isinstance(value, dict | list):
+            lines.append(f"{key}: {value}")
+    for key, value in summary.items():
+        if key not in ("trace", "result") and isinstance(value, dict | list) and value:
+            lines.append(f"{key}: {json.dumps(value, default=str)}")
+    trace = summary.get("trace") or {}
+    if "error" in trace:
+        lines.append(f"trace: {trace['error']}")
+    if trace.get("spans"):
+        counts = ", ".join(f"{n} {kind}" for kind, n in trace["spans"].items())
+        lines.append(f"spans: {counts} ({trace.get('errors', 0)} with errors)")
+    if trace.get("tree"):
+        lines += ["", str(trace["tree"]).rstrip()]
+    return "\n".join(lines)
 
 
 def build_mcp_server(
@@ -142,15 +169,19 @@ def build_mcp_server(
     @server.tool()
     async def ask_trace(
         run_id: Annotated[str, Field(description="The run_id an ask call returned.")],
-    ) -> dict[str, Any]:
+    ) -> CallToolResult:
         """What a past run did: question, answer, stop reason, usage and cost, span counts,
         and its trace as an indented tree (iterations, LM calls, code cells, sub-calls)."""
         if manager.store is None:
             raise ToolError("this server does not keep runs (it was started with --no-store)")
         try:
-            return await asyncio.to_thread(manager.store.describe, run_id)
+            summary = await asyncio.to_thread(manager.store.describe, run_id)
         except RecursaError as exc:
             raise ToolError(str(exc)) from exc
+        # Chat clients show the text: plain lines and the tree as it is drawn, not JSON with
+        # escaped newlines. Programs read the same summary as structured content.
+        text = TextContent(type="text", text=trace_text(summary))
+        return CallToolResult(content=[text], structured_content=summary)
 
     return server
 
