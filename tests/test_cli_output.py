@@ -151,3 +151,43 @@ def test_mcp_help_describes_mcp_not_serve(capsys):
         assert serve_only in serve
         assert serve_only not in mcp
     assert "ask_trace" in mcp and "busy" in mcp
+
+
+def test_an_unreachable_server_prints_no_resume_hint(doc, monkeypatch, capsys):
+    """Nothing was paid, so there is nothing to resume: no `resume with:` line."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    argv = ["ask", "-c", str(doc), "-m", "openai:x", "--base-url", CLOSED, "q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach" in err
+    assert "resume with" not in err
+
+
+def test_a_run_that_paid_for_calls_before_failing_offers_resume(doc, tmp_path, capsys):
+    """The first turn is answered, the second call fails: that run is worth resuming."""
+    from recursa.testing import FakeLLMServer, Fault
+
+    first = "```repl\nprint(len(context))\n```"
+    with FakeLLMServer([first, Fault.http(400, "bad request")]) as srv:
+        argv = ["ask", "-c", str(doc), "-m", "openai:x", "--base-url", srv.base_url, "q"]
+        assert main(argv) == 1
+    assert "resume with: recursa ask --resume" in capsys.readouterr().err
+
+
+def test_help_shows_the_data_folder_not_an_eaten_placeholder(capsys):
+    assert main(["serve", "--help"]) == 0
+    assert "server-runs/ under the data folder" in flat(capsys.readouterr().out)
+
+
+def test_a_missing_docker_engine_is_one_line_and_exit_2(doc, tmp_path, monkeypatch, capsys):
+    import recursa.sandbox.docker as docker
+
+    monkeypatch.setattr(docker, "_ENGINE_SEEN", False)
+    monkeypatch.setattr(
+        docker, "docker_status", lambda: {"available": False, "detail": "no engine: not running"}
+    )
+    argv = ["ask", "-q", "--no-journal", "--sandbox", "docker", "-c", str(doc)]
+    assert main([*argv, "-m", script(tmp_path, [DONE]), "q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sandbox='docker' needs a running Docker engine")
+    assert "--sandbox process" in err and len(err.splitlines()) <= 2

@@ -307,7 +307,8 @@ def ask(
         try:
             result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err, otel)
         except (KeyboardInterrupt, RecursaError) as exc:
-            if rlm.journal and not quiet and not isinstance(exc, ConfigError):
+            paid = not isinstance(exc, ConfigError) and _journaled_calls(rlm, run_id) > 0
+            if rlm.journal and not quiet and paid:  # nothing journaled: nothing to resume
                 err.print(f"[dim]resume with: recursa ask --resume {escape(run_id)}[/]")
             raise
         data = result.to_dict()
@@ -315,6 +316,20 @@ def ask(
         if not quiet:
             _summary(err, result)
         return 0 if not result.partial else EXIT_PARTIAL
+
+
+def _journaled_calls(rlm: Any, run_id: str) -> int:
+    """LM responses the run's journal holds (0 when there is no journal to read)."""
+    from recursa.journal import Journal
+
+    try:
+        journal = Journal.open(run_id, root=rlm.runs_root)
+    except Exception:
+        return 0
+    try:
+        return journal.counts()[0]
+    finally:
+        journal.close()
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -65,7 +65,8 @@ def run_cmd(
         typer.Option(
             "--out",
             "-o",
-            help="Run folder; an existing one is resumed (default: bench-runs/<time>).",
+            help="Run folder; an existing one is resumed (default: bench-runs/ and the start "
+            "time).",
         ),
     ] = None,
     data_dir: Annotated[

@@ -71,7 +71,8 @@ NoStore = Annotated[
     bool,
     typer.Option(
         "--no-store",
-        help="Keep no traces or summaries of runs (they are kept in <data dir>/server-runs).",
+        help="Keep no traces or summaries of runs (they are kept in server-runs/ under the data "
+        "folder, ~/.local/share/recursa by default).",
     ),
 ]
 KeepRuns = Annotated[int, typer.Option("--keep-runs", help="Stored runs to keep (oldest go).")]

@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from recursa.errors import ConfigError
 from recursa.sandbox._support import Loaded, within
 from recursa.sandbox.base import CallHandler, SandboxConfig
 from recursa.sandbox.process import ProcessSandbox
@@ -115,6 +116,24 @@ def docker_status(docker: str | None = None, timeout_s: float = 5.0) -> dict[str
     return {"available": True, "client": docker, "engine": done.stdout.strip()}
 
 
+_ENGINE_SEEN = False  # an engine answered once in this process: later starts skip the check
+
+
+async def _require_engine() -> None:
+    """A one-line :class:`ConfigError` (exit 2) naming the fix when no Docker engine answers,
+    instead of the worker dying with the docker client's own two lines."""
+    global _ENGINE_SEEN
+    if _ENGINE_SEEN:
+        return
+    status = await asyncio.to_thread(docker_status)
+    if not status["available"]:
+        raise ConfigError(
+            f"sandbox='docker' needs a running Docker engine ({status['detail']}): start one "
+            "(e.g. `sudo systemctl start docker`) or use --sandbox process"
+        )
+    _ENGINE_SEEN = True
+
+
 class DockerSandbox(ProcessSandbox):
     """Runs the worker in a container (see the module docstring)."""
 
@@ -126,6 +145,10 @@ class DockerSandbox(ProcessSandbox):
     def __init__(self, config: SandboxConfig | None = None, on_call: CallHandler | None = None):
         super().__init__(config, on_call)
         self.container = f"recursa-{secrets.token_hex(6)}"
+
+    async def start(self) -> None:
+        await _require_engine()
+        await super().start()
 
     def _command(self) -> list[str]:
         assert self._root is not None
