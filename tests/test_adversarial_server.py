@@ -47,6 +47,8 @@ from recursa.server.config import ServerConfig  # noqa: E402
 from recursa.server.openai_api import create_app  # noqa: E402
 from recursa.testing import FakeLLMServer  # noqa: E402
 
+from .test_server import write_script  # noqa: E402
+
 ECHO = "```repl\nFINAL(repr(context))\n```"
 OK = "```repl\nFINAL('ok')\n```"
 ANTHROPIC_SECRET = "sk-ant-planted-4f1d9c"
@@ -54,12 +56,6 @@ OPENAI_SECRET = "sk-oai-planted-77e2b0"
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def write_script(folder: Path, name: str, **script) -> str:
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(script))
-    return f"scripted:{path}"
 
 
 def wait_until(check: Callable[[], object], what: str, deadline_s: float = 60.0) -> None:
