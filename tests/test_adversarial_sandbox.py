@@ -25,6 +25,8 @@ import pytest
 from recursa.sandbox import CallRefused, ProcessSandbox, SandboxConfig, harden
 from recursa.sandbox._scratch import remove_tree, usage
 
+from .test_sandbox_lifetime import alive
+
 LINUX = sys.platform.startswith("linux")
 KERNEL = harden.probe()
 needs_seccomp = pytest.mark.skipif(not KERNEL["seccomp"], reason="this kernel has no seccomp")
@@ -250,15 +252,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            state = next(line for line in f if line.startswith("State:"))
-    except FileNotFoundError:
-        return False
-    return "Z" not in state.split()[1]
 
 
 @needs_seccomp

@@ -47,9 +47,8 @@ from recursa.server.config import ServerConfig  # noqa: E402
 from recursa.server.openai_api import create_app  # noqa: E402
 from recursa.testing import FakeLLMServer  # noqa: E402
 
-from .test_server import write_script  # noqa: E402
+from .test_server import ECHO, write_script  # noqa: E402
 
-ECHO = "```repl\nFINAL(repr(context))\n```"
 OK = "```repl\nFINAL('ok')\n```"
 ANTHROPIC_SECRET = "sk-ant-planted-4f1d9c"
 OPENAI_SECRET = "sk-oai-planted-77e2b0"
