@@ -131,7 +131,9 @@ async def test_the_host_and_other_processes_limits_priority_and_affinity_stay_pu
             print('ioprio', rc, errno.errorcode.get(ctypes.get_errno()))
             print('own limits', outcome(lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))))
             print('own affinity', outcome(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0))))
-            print('own nice', outcome(lambda: os.setpriority(os.PRIO_PROCESS, 0, 1)))
+            # one step nicer than now: lowering niceness needs privilege, and CI may run niced
+            mine = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 1)
+            print('own nice', outcome(lambda: os.setpriority(os.PRIO_PROCESS, 0, mine)))
         """)
         r = await box.run(code)
         assert r.ok, r.error
