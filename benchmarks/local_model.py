@@ -244,7 +244,7 @@ async def suite(lm) -> list[dict]:
 
 async def main(args: argparse.Namespace) -> dict:
     from recursa.lm.local import LocalLM
-    from recursa.models.runtime import default_threads
+    from recursa.embedded.runtime import default_threads
 
     gen, prompt = (args.threads, args.threads) if args.threads else default_threads()
     figures: dict = {"threads": f"{gen} generation / {prompt} prompt", "model": args.model}

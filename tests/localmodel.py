@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from recursa.models import get_spec, model_status
+from recursa.embedded import get_spec, model_status
 from recursa.paths import cache_dir
 
 WEIGHTS_CACHE = cache_dir()

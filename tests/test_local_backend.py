@@ -16,8 +16,8 @@ import recursa.lm.local as local
 from recursa.errors import ConfigError, LMError, LMRequestError, MissingDependencyError
 from recursa.lm.base import ProviderOptions
 from recursa.lm.registry import resolve_model
-from recursa.models.llama_context import StopAfterCode
-from recursa.models.runtime import CallResult, LoadedModel, LoadSettings
+from recursa.embedded.llama_context import StopAfterCode
+from recursa.embedded.runtime import CallResult, LoadedModel, LoadSettings
 from recursa.prompts import STRICT, profile_for
 from recursa.rlm import DEFAULT_MODEL, default_model_spec
 from recursa.types import LMSettings, Message
@@ -82,7 +82,7 @@ def test_registry_builds_a_local_lm_for_a_gguf_path(llama_installed, gguf):
 
 
 def test_local_means_the_default_catalogue_model(llama_installed, tmp_path, monkeypatch):
-    monkeypatch.setattr("recursa.models.missing_parts", lambda spec: [])  # parts "installed"
+    monkeypatch.setattr("recursa.embedded.missing_parts", lambda spec: [])  # parts "installed"
     lm = resolve_model("local", env={"RECURSA_CACHE_DIR": str(tmp_path)})
     assert lm.name == "local:qwen2.5-coder-1.5b"
     assert lm.path == tmp_path / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -112,7 +112,7 @@ def test_importing_recursa_does_not_import_llama_cpp():
     code = (
         "import sys, recursa\n"
         "from recursa.lm.registry import available_providers\n"
-        "import recursa.lm.local, recursa.models, recursa.cli\n"
+        "import recursa.lm.local, recursa.embedded, recursa.cli\n"
         "assert 'local' in available_providers()\n"
         "assert 'llama_cpp' not in sys.modules, 'llama_cpp was imported'\n"
     )

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from recursa.examples.haystack import ANSWER, QUESTION, haystack
-from recursa.models import get_spec
+from recursa.embedded import get_spec
 
 from .localmodel import WEIGHTS_CACHE, require_local_model
 

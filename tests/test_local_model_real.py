@@ -13,7 +13,7 @@ import pytest
 
 from recursa.examples.haystack import haystack
 from recursa.lm.local import LocalLM
-from recursa.models import probe
+from recursa.embedded import probe
 from recursa.types import LMSettings, Message
 
 from .localmodel import WEIGHTS_ENV, require_local_model

@@ -7,8 +7,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from recursa.models import prefix_cache
-from recursa.models.prefix_cache import MAX_FILES, MIN_PREFIX_TOKENS, PrefixCache
+from recursa.embedded import prefix_cache
+from recursa.embedded.prefix_cache import MAX_FILES, MIN_PREFIX_TOKENS, PrefixCache
 
 
 def _store(cache: PrefixCache, tokens: list[int]):

@@ -16,11 +16,11 @@ import textwrap
 import pytest
 
 from recursa.errors import ConfigError
-from recursa.models import probe
-from recursa.models.errors import LocalModelUnsafeError
-from recursa.models.runtime import LoadedModel, LoadSettings
+from recursa.embedded import probe
+from recursa.embedded.errors import LocalModelUnsafeError
+from recursa.embedded.runtime import LoadedModel, LoadSettings
 
-# Stands in for `python -m recursa.models.probe WEIGHTS --extra-bufts N ...`: it crashes for the
+# Stands in for `python -m recursa.embedded.probe WEIGHTS --extra-bufts N ...`: it crashes for the
 # settings named in its first argument ("1", "0" or both) and otherwise prints what the real
 # child prints, evaluating prompts at the speed its second argument gives for that setting.
 CHILD = textwrap.dedent(
@@ -181,7 +181,7 @@ def test_the_environment_switch_reaches_the_local_model(weights, monkeypatch):
 
 def test_the_probe_child_refuses_bad_arguments_without_a_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "recursa.models.probe", "--extra-bufts", "7"],
+        [sys.executable, "-m", "recursa.embedded.probe", "--extra-bufts", "7"],
         capture_output=True,
         text=True,
         timeout=60,

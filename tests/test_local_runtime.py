@@ -13,9 +13,9 @@ import threading
 import pytest
 
 from recursa.lm.local import LocalLM
-from recursa.models import CATALOGUE, model_status
-from recursa.models.llama_context import CODE_PREFILL
-from recursa.models.runtime import LoadSettings, loaded_model
+from recursa.embedded import CATALOGUE, model_status
+from recursa.embedded.llama_context import CODE_PREFILL
+from recursa.embedded.runtime import LoadSettings, loaded_model
 from recursa.paths import cache_dir
 from recursa.types import LMSettings, Message
 

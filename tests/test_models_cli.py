@@ -8,7 +8,7 @@ import json
 import pytest
 
 from recursa.cli import main
-from recursa.models.catalogue import CATALOGUE, ModelSpec, get_spec
+from recursa.embedded.catalogue import CATALOGUE, ModelSpec, get_spec
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def hub_model(monkeypatch):
         out.write_bytes(data)
         return str(out)
 
-    monkeypatch.setattr("recursa.models.hub._downloader", lambda _spec: fake_download)
+    monkeypatch.setattr("recursa.embedded.hub._downloader", lambda _spec: fake_download)
     return spec
 
 

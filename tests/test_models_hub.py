@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from recursa.models import ensure_weights
-from recursa.models.catalogue import CATALOGUE, ModelSpec, get_spec
-from recursa.models.errors import ModelDownloadError
-from recursa.models.hub import download, hub_offline
+from recursa.embedded import ensure_weights
+from recursa.embedded.catalogue import CATALOGUE, ModelSpec, get_spec
+from recursa.embedded.errors import ModelDownloadError
+from recursa.embedded.hub import download, hub_offline
 
 DATA = b"GGUF" + b"\x00" * 4096
 
@@ -110,6 +110,6 @@ def test_auto_source_uses_the_hub_when_no_part_is_installed(tmp_path, monkeypatc
     monkeypatch.setitem(CATALOGUE, spec.name, spec)
     hub = FakeHub()
     env = {"RECURSA_CACHE_DIR": str(tmp_path)}
-    monkeypatch.setattr("recursa.models.missing_parts", lambda s: list(s.parts))
+    monkeypatch.setattr("recursa.embedded.missing_parts", lambda s: list(s.parts))
     path = ensure_weights(spec.name, env=env, downloader=hub)
     assert path.read_bytes() == DATA and len(hub.calls) == 1

@@ -39,7 +39,7 @@ def local_model(probe_now: bool = False) -> dict[str, Any]:
     its kernels, and the probe's verdict for the default weights (``probe_now`` asks again)."""
     import importlib.util
 
-    from recursa.models import probe
+    from recursa.embedded import probe
 
     cpu = probe.cpu_identity()
     info: dict[str, Any] = {
@@ -52,8 +52,8 @@ def local_model(probe_now: bool = False) -> dict[str, Any]:
         return info
     info["llama_cpp_python"] = probe.llama_cpp_version()
     from recursa.lm.local import PROBE_RECORDS
-    from recursa.models import get_spec, model_status
-    from recursa.models.runtime import default_threads
+    from recursa.embedded import get_spec, model_status
+    from recursa.embedded.runtime import default_threads
     from recursa.paths import cache_dir
 
     status = model_status(get_spec(None))

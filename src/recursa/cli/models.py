@@ -34,7 +34,7 @@ def list_models(
     from rich.console import Console
     from rich.markup import escape
 
-    from recursa.models import CATALOGUE, DEFAULT_MODEL_NAME, model_status
+    from recursa.embedded import CATALOGUE, DEFAULT_MODEL_NAME, model_status
 
     statuses = [model_status(spec) for spec in CATALOGUE.values()]
     if as_json:
@@ -86,7 +86,7 @@ def pull(
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     from recursa.errors import ConfigError
-    from recursa.models import ensure_weights
+    from recursa.embedded import ensure_weights
 
     if source not in ("auto", "parts", "hub"):
         raise ConfigError(f"--from must be auto, parts or hub (got {source!r})")
@@ -110,7 +110,7 @@ def path(
 ) -> None:
     """Print where a model's weights file is (fails if it is not there yet)."""
     from recursa.errors import ConfigError
-    from recursa.models import get_spec, model_status
+    from recursa.embedded import get_spec, model_status
 
     spec = get_spec(name)
     status = model_status(spec)
@@ -125,7 +125,7 @@ def path(
 @models_app.command("licence")
 def licence() -> None:
     """Print the licence notice of the embedded model's weights (Apache-2.0)."""
-    from recursa.models import licence_notice
+    from recursa.embedded import licence_notice
 
     typer.echo(licence_notice())
 

@@ -7,7 +7,7 @@ cache. ``local:NAME`` picks another catalogue model, ``local:/path/to/model.gguf
 Speed on a small CPU is the design constraint:
 
 - The model is loaded once per process and shared by every run and every ``LocalLM`` with the
-  same settings (:mod:`recursa.models.runtime`).
+  same settings (:mod:`recursa.embedded.runtime`).
 - A conversation (a system prompt or several messages: the root) and a single prompt (a
   sub-call) run in two contexts over the same weights, so the root's KV cache stays warm: each
   iteration evaluates only the tokens added since the previous one. ``cached_tokens`` in the
@@ -20,7 +20,7 @@ Speed on a small CPU is the design constraint:
   first turn without evaluating it again.
 - Prompts are evaluated on every CPU (at most 8) and tokens generated on half of them, with a
   passive OpenMP wait policy, which keeps its speed when other programs compete for the CPU
-  (:func:`recursa.models.runtime.default_threads` has the figures). ``RECURSA_THREADS`` or
+  (:func:`recursa.embedded.runtime.default_threads` has the figures). ``RECURSA_THREADS`` or
   ``threads=`` set one count for both; ``OMP_WAIT_POLICY=ACTIVE`` trades that robustness for
   ~70% faster generation on an otherwise idle machine.
 
@@ -40,7 +40,7 @@ from recursa.paths import cache_dir
 from recursa.types import Completion, LMSettings, Message, Usage
 
 if TYPE_CHECKING:
-    from recursa.models.runtime import CallResult, LoadedModel
+    from recursa.embedded.runtime import CallResult, LoadedModel
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ class LocalLM(BaseLM):
             evaluate a system prompt again (saves ~7 s per run on two cores).
         extra_bufts: llama.cpp's extra buffer types (AMX and repacked weights): ``None`` (the
             default) uses what a one-time probe in a child process found safe on this CPU
-            (:mod:`recursa.models.probe`); ``True``/``False`` skips the probe.
+            (:mod:`recursa.embedded.probe`); ``True``/``False`` skips the probe.
         env: where to look for the weights cache (default: the process environment).
     """
 
@@ -107,7 +107,7 @@ class LocalLM(BaseLM):
         extra_bufts: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        from recursa.models import resolve_weights
+        from recursa.embedded import resolve_weights
 
         if not _llama_cpp_installed():
             raise MissingDependencyError("the embedded local model", "local", "llama_cpp")
@@ -131,7 +131,7 @@ class LocalLM(BaseLM):
 
     # ---- loading --------------------------------------------------------------------------------
     def _loaded(self) -> LoadedModel:
-        from recursa.models.runtime import LoadSettings, loaded_model
+        from recursa.embedded.runtime import LoadSettings, loaded_model
 
         settings = LoadSettings(
             path=self.path,
@@ -149,7 +149,7 @@ class LocalLM(BaseLM):
         """Assemble a catalogue model from its installed parts the first time (checked)."""
         if self.spec is None:
             return
-        from recursa.models.assemble import assemble
+        from recursa.embedded.assemble import assemble
 
         assemble(self.spec, self.path)  # returns at once when the checked file is there
 

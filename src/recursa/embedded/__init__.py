@@ -1,4 +1,7 @@
-"""Model weights for the embedded local backend: which files, where they live, how they arrive.
+"""The embedded model: llama.cpp's runtime (``runtime``, ``probe``) and the weights it runs.
+
+This is not a list of backends (those are in :mod:`recursa.lm`); it is the one model recursa
+ships, used by :mod:`recursa.lm.local`. Weights: which files, where they live, how they arrive.
 
 - :data:`CATALOGUE` names the known models (the default is Qwen2.5-Coder-1.5B-Instruct Q4_K_M).
 - Weights live in ``<cache_dir()>/models/<file>.gguf`` (``$RECURSA_CACHE_DIR`` moves it).
@@ -20,10 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 from recursa.errors import ConfigError
-from recursa.models.assemble import Progress, assemble, missing_parts
-from recursa.models.catalogue import CATALOGUE, DEFAULT_MODEL_NAME, ModelSpec, PartSpec, get_spec
-from recursa.models.errors import ModelDownloadError, ModelWeightsError
-from recursa.models.hub import Downloader, download
+from recursa.embedded.assemble import Progress, assemble, missing_parts
+from recursa.embedded.catalogue import CATALOGUE, DEFAULT_MODEL_NAME, ModelSpec, PartSpec, get_spec
+from recursa.embedded.errors import ModelDownloadError, ModelWeightsError
+from recursa.embedded.hub import Downloader, download
 from recursa.paths import cache_dir
 
 __all__ = [

@@ -15,19 +15,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from recursa.models.assemble import (
+from recursa.embedded.assemble import (
     PARTIAL_SUFFIX,
     file_lock,
     remove_stale,
     replace_verified,
     sha256_file,
 )
-from recursa.models.catalogue import ModelSpec
-from recursa.models.errors import ModelDownloadError
+from recursa.embedded.catalogue import ModelSpec
+from recursa.embedded.errors import ModelDownloadError
 
 __all__ = ["download", "hub_offline"]
 
-log = logging.getLogger("recursa.models")
+log = logging.getLogger("recursa.embedded")
 
 Downloader = Callable[..., str]  # the signature of huggingface_hub.hf_hub_download
 

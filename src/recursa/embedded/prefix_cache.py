@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["MIN_PREFIX_TOKENS", "PrefixCache", "common_prefix"]
 
-log = logging.getLogger("recursa.models")
+log = logging.getLogger("recursa.embedded")
 
 MIN_PREFIX_TOKENS = 128  # shorter prefixes evaluate faster than a file round trip is worth
 MAX_FILES = 8

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from recursa.errors import MissingDependencyError
-from recursa.models.catalogue import ModelSpec, PartSpec
-from recursa.models.errors import ModelWeightsError
+from recursa.embedded.catalogue import ModelSpec, PartSpec
+from recursa.embedded.errors import ModelWeightsError
 
 __all__ = [
     "Progress",
@@ -34,7 +34,7 @@ __all__ = [
     "sha256_file",
 ]
 
-log = logging.getLogger("recursa.models")
+log = logging.getLogger("recursa.embedded")
 
 CHUNK = 8 * 1024 * 1024
 PARTIAL_SUFFIX = ".partial"

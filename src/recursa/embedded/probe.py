@@ -8,7 +8,7 @@ general protection fault on the first prompt longer than 256 tokens, and a nativ
 an older CPU dies with SIGILL. Short prompts work, so the crash shows only on real work.
 
 So before the first real call in a process, :func:`safe_settings` asks *child* processes
-(``python -m recursa.models.probe``) to load the same weights with each candidate setting,
+(``python -m recursa.embedded.probe``) to load the same weights with each candidate setting,
 evaluate a prompt longer than one batch (:data:`PROBE_TOKENS`) and generate a few tokens. A
 child that dies by a signal proves its setting crashes here. The candidates:
 
@@ -24,7 +24,7 @@ The outcome is recorded in ``<cache>/llama-probe.json`` under a key that names t
 build (its library files' sizes and mtimes, so a reinstall probes again), this CPU (model name
 and flags) and the weights file. Later processes read the record and start at once; the probe
 costs two model loads and two short prompts, once per machine and build. When every candidate
-crashes, :class:`~recursa.models.errors.LocalModelUnsafeError` names the fix.
+crashes, :class:`~recursa.embedded.errors.LocalModelUnsafeError` names the fix.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from recursa.models.errors import LocalModelUnsafeError
+from recursa.embedded.errors import LocalModelUnsafeError
 
 __all__ = [
     "PROBE_TOKENS",
@@ -64,7 +64,7 @@ __all__ = [
     "stored_choice",
 ]
 
-log = logging.getLogger("recursa.models")
+log = logging.getLogger("recursa.embedded")
 
 # More than one 512-token batch, so the probe runs both the large-batch matrix kernels (where
 # the AMX and repacked paths start, above 256 tokens) and a partial batch, then generation.
@@ -321,7 +321,7 @@ def safe_settings(
 
     Reads the outcome stored in ``records`` for this build, CPU and weights file, or probes in
     child processes (``force`` probes again; ``records=None`` neither reads nor stores).
-    ``command`` replaces ``python -m recursa.models.probe`` (tests).
+    ``command`` replaces ``python -m recursa.embedded.probe`` (tests).
     Raises :class:`LocalModelUnsafeError` when every candidate crashes.
     """
     key = probe_key(weights, build_identity(), cpu_identity())
@@ -332,7 +332,7 @@ def safe_settings(
         if choice is not None:
             _SEEN[key] = choice
             return choice
-    command = list(command or [sys.executable, "-m", "recursa.models.probe"])
+    command = list(command or [sys.executable, "-m", "recursa.embedded.probe"])
     attempts: list[ProbeAttempt] = []
     system_info = ""
     log.info("checking once which llama.cpp settings run %s safely here", weights.name)
@@ -376,14 +376,14 @@ def safe_settings(
 
 # ---- the child -----------------------------------------------------------------------------------
 def _child(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recursa.models.probe")
+    parser = argparse.ArgumentParser(prog="python -m recursa.embedded.probe")
     parser.add_argument("weights")
     parser.add_argument("--extra-bufts", type=int, choices=(0, 1), default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=PROBE_TOKENS)
     args = parser.parse_args(argv)
 
-    from recursa.models.runtime import import_llama_cpp, load_llama
+    from recursa.embedded.runtime import import_llama_cpp, load_llama
 
     lib = import_llama_cpp()
     n_ctx = max(2_048, args.tokens + 256)

@@ -27,7 +27,7 @@ class ModelDownloadError(ModelWeightsError):
 class LocalModelUnsafeError(ConfigError):
     """llama.cpp crashed on this CPU with every setting tried in a child process.
 
-    ``attempts`` holds each :class:`~recursa.models.probe.ProbeAttempt`; the message names the
+    ``attempts`` holds each :class:`~recursa.embedded.probe.ProbeAttempt`; the message names the
     fix (a portable rebuild of llama-cpp-python, or a model behind an API).
     """
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from recursa.errors import LMRequestError, MissingDependencyError
-from recursa.models.llama_context import CODE_PREFILL, LlamaContext, SharedWeights, StopAfterCode
+from recursa.embedded.llama_context import CODE_PREFILL, LlamaContext, SharedWeights, StopAfterCode
 
 if TYPE_CHECKING:
-    from recursa.models.probe import RuntimeChoice
+    from recursa.embedded.probe import RuntimeChoice
 
 __all__ = [
     "CallResult",
@@ -45,7 +45,7 @@ __all__ = [
 
 Slot = Literal["conversation", "scratch"]
 
-log = logging.getLogger("recursa.models")
+log = logging.getLogger("recursa.embedded")
 
 
 def default_threads() -> tuple[int, int]:
@@ -185,9 +185,9 @@ class LoadedModel:
 
     def _runtime_choice(self) -> RuntimeChoice:
         """How to load the weights without crashing here: asked of a child process once per
-        build, CPU and weights file (:mod:`recursa.models.probe`), or set by the caller."""
+        build, CPU and weights file (:mod:`recursa.embedded.probe`), or set by the caller."""
         if self.choice is None:
-            from recursa.models.probe import RuntimeChoice, safe_settings
+            from recursa.embedded.probe import RuntimeChoice, safe_settings
 
             if self.settings.extra_bufts is not None:
                 self.choice = RuntimeChoice(self.settings.extra_bufts, "override")
@@ -216,7 +216,7 @@ class LoadedModel:
         # raise exceptions with the same text, so nothing is lost. (Llama() resets the level.)
         logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
         if slot == "conversation" and self.settings.prefix_cache_dir is not None:
-            from recursa.models.prefix_cache import PrefixCache
+            from recursa.embedded.prefix_cache import PrefixCache
 
             self.prefix_cache = PrefixCache(
                 self.settings.prefix_cache_dir, self.settings.path, self.settings.n_ctx, self._lib
@@ -282,7 +282,7 @@ class LoadedModel:
             or messages[0]["role"] != "system"
         ):
             return 0
-        from recursa.models.prefix_cache import MIN_PREFIX_TOKENS, common_prefix
+        from recursa.embedded.prefix_cache import MIN_PREFIX_TOKENS, common_prefix
 
         prefix = tokens[: common_prefix(ctx.tokens(messages[:1]), tokens)]
         if len(prefix) < MIN_PREFIX_TOKENS:

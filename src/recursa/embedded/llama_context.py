@@ -1,7 +1,7 @@
 """One llama context and what a call needs from it: the chat template, the prompt's tokens,
 what the KV cache already holds, an abort switch, and the rule that ends a code turn.
 
-Everything here runs on a loaded model's worker thread (:mod:`recursa.models.runtime`).
+Everything here runs on a loaded model's worker thread (:mod:`recursa.embedded.runtime`).
 """
 
 from __future__ import annotations
