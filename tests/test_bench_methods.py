@@ -24,7 +24,7 @@ from recursa.bench.tasks import Task, make_tasks
 from recursa.cache import CallCache
 from recursa.errors import LMRequestError
 from recursa.limits import Limits
-from recursa.lm.base import BaseLM, ProviderOptions
+from recursa.lm.base import BaseLM, Capabilities, ProviderOptions
 from recursa.trace.jsonl import read_trace
 from recursa.types import Completion, LMSettings, Message, Usage
 from tests.conftest import repl
@@ -41,7 +41,7 @@ def needle_reply(messages: Sequence[Message]) -> str:
 class WindowLM(BaseLM):
     """Refuses prompts longer than ``limit`` characters, as a server with a real window does."""
 
-    greedy_by_default = True
+    capabilities = Capabilities(greedy_by_default=True)
 
     def __init__(self, limit: int, reply=needle_reply) -> None:
         self.name = "scripted:window"
@@ -173,7 +173,7 @@ def test_model_window() -> None:
     lm = ScriptedLM(["x"])
     assert model_window(lm) == (DEFAULT_WINDOW, "assumed")
     assert model_window(lm, 1234) == (1234, "--window")
-    lm.context_window = 32768  # type: ignore[attr-defined]
+    lm.capabilities = Capabilities(context_window=32768)
     assert model_window(lm) == (32768, "backend")
     local = ScriptedLM(["x"])
     local.name = "local:qwen2.5-coder-1.5b"

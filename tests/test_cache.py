@@ -9,6 +9,7 @@ import textwrap
 
 from recursa import RLM, CallCache, Limits, ModelPrice, PriceTable, ScriptedLM
 from recursa.cache import cacheable
+from recursa.lm.base import BaseLM
 from recursa.types import Completion, LMSettings, Usage
 
 from .conftest import repl
@@ -62,8 +63,8 @@ def test_sampled_requests_are_not_cached(tmp_path):
     _, root, _ = run_once(tmp_path, cache, temperature=0.7)
     assert len(root.calls) == 2
     assert CallCache(cache).stats().entries == 0
-    assert cacheable(object(), LMSettings(temperature=0))
-    assert not cacheable(object(), LMSettings())
+    assert cacheable(BaseLM(), LMSettings(temperature=0))
+    assert not cacheable(BaseLM(), LMSettings())
     assert cacheable(ScriptedLM([]), LMSettings())
 
 

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import pytest
 
 import recursa.lm.local as local
+from recursa.embedded.llama_context import StopAfterCode
+from recursa.embedded.runtime import CallResult, LoadedModel, LoadSettings
 from recursa.errors import ConfigError, LMError, LMRequestError, MissingDependencyError
 from recursa.lm.base import ProviderOptions
 from recursa.lm.registry import resolve_model
-from recursa.embedded.llama_context import StopAfterCode
-from recursa.embedded.runtime import CallResult, LoadedModel, LoadSettings
 from recursa.prompts import STRICT, profile_for
-from recursa.rlm import DEFAULT_MODEL, default_model_spec
+from recursa.lm.registry import DEFAULT_MODEL, default_model_spec
 from recursa.types import LMSettings, Message
 
 
@@ -77,7 +77,7 @@ def test_registry_builds_a_local_lm_for_a_gguf_path(llama_installed, gguf):
     assert isinstance(lm, local.LocalLM)
     assert lm.name == "local:tiny"
     assert lm.path == gguf.resolve()
-    assert lm.recommended_chunk_chars == local.DEFAULT_CHUNK_CHARS
+    assert lm.capabilities.chunk_chars == local.DEFAULT_CHUNK_CHARS
     assert profile_for(lm.name) is STRICT
 
 

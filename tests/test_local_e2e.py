@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from recursa.examples.haystack import ANSWER, QUESTION, haystack
 from recursa.embedded import get_spec
+from recursa.examples.haystack import ANSWER, QUESTION, haystack
 
 from .localmodel import WEIGHTS_CACHE, require_local_model
 

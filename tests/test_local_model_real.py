@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from recursa.embedded import probe
 from recursa.examples.haystack import haystack
 from recursa.lm.local import LocalLM
-from recursa.embedded import probe
 from recursa.types import LMSettings, Message
 
 from .localmodel import WEIGHTS_ENV, require_local_model

@@ -15,10 +15,10 @@ import textwrap
 
 import pytest
 
-from recursa.errors import ConfigError
 from recursa.embedded import probe
 from recursa.embedded.errors import LocalModelUnsafeError
 from recursa.embedded.runtime import LoadedModel, LoadSettings
+from recursa.errors import ConfigError
 
 # Stands in for `python -m recursa.embedded.probe WEIGHTS --extra-bufts N ...`: it crashes for the
 # settings named in its first argument ("1", "0" or both) and otherwise prints what the real

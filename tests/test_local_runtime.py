@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-from recursa.lm.local import LocalLM
 from recursa.embedded import CATALOGUE, model_status
 from recursa.embedded.llama_context import CODE_PREFILL
 from recursa.embedded.runtime import LoadSettings, loaded_model
+from recursa.lm.local import LocalLM
 from recursa.paths import cache_dir
 from recursa.types import LMSettings, Message
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from recursa.errors import ConfigError, MissingDependencyError
 from recursa.embedded import ensure_weights, model_status, resolve_weights
 from recursa.embedded.assemble import assemble, locate_parts, remove_stale
 from recursa.embedded.catalogue import CATALOGUE, ModelSpec, PartSpec, get_spec
 from recursa.embedded.errors import ModelWeightsError
+from recursa.errors import ConfigError, MissingDependencyError
 
 PAYLOADS = [b"alpha-" * 1000, b"bravo-" * 700, b"charlie" * 300]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recursa.errors import ConfigError
+from recursa.lm.base import LM
 from recursa.paths import cache_dir
 from recursa.store import completion_from_json, completion_to_json, connect
 from recursa.types import Completion, LMSettings
@@ -32,11 +33,11 @@ def default_cache_path() -> Path:
     return cache_dir() / "calls.sqlite"
 
 
-def cacheable(lm: object, settings: LMSettings | None) -> bool:
+def cacheable(lm: LM, settings: LMSettings | None) -> bool:
     """True when the request's answer is fixed by its input."""
     temperature = settings.temperature if settings else None
     if temperature is None:
-        return bool(getattr(lm, "greedy_by_default", False))
+        return lm.capabilities.greedy_by_default
     return temperature == 0
 
 

@@ -145,7 +145,7 @@ class Engine:
         # Output shown per turn: the limit if set, else what the model reads comfortably.
         self.output_chars = (
             tree.config.limits.max_output_chars
-            or getattr(lm, "recommended_output_chars", None)
+            or lm.capabilities.output_chars
             or DEFAULT_OUTPUT_CHARS
         )
         self.state = _State()
@@ -258,7 +258,7 @@ class Engine:
     def _first_messages(self, question: str, context: Context) -> list[Message]:
         cfg = self.tree.config
         # A backend may say how much text one sub-call should read (small local models far less).
-        sub_chars = getattr(self.tree.sub_lm, "recommended_chunk_chars", None)
+        sub_chars = self.tree.sub_lm.capabilities.chunk_chars
         return [
             Message.system(
                 self.profile.system(

@@ -65,7 +65,14 @@ __all__ = [
 
 
 class RecursaError(Exception):
-    """Root of every error recursa raises on purpose."""
+    """Root of every error recursa raises on purpose.
+
+    ``result`` is set when the error ended a run that had already done work: the
+    :class:`~recursa.types.Result` with the best partial answer, usage and trace, so nothing
+    is lost (``None`` for errors raised before or outside a run).
+    """
+
+    result: Result | None = None
 
 
 class ConfigError(RecursaError):
@@ -169,7 +176,7 @@ class LimitExceeded(RecursaError):
 
     def __init__(self, stop_reason: StopReason, result: Result | None = None, detail: str = ""):
         self.stop_reason = stop_reason
-        self.result = result
+        self.result: Result | None = result
         msg = f"run stopped: {stop_reason.value}"
         super().__init__(f"{msg} ({detail})" if detail else msg)
 

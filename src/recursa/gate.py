@@ -48,7 +48,7 @@ def _capped(lm: LM, settings: LMSettings | None, res: Reservation) -> LMSettings
     current = settings.max_output_tokens if settings is not None else None
     if out is None or out == current:
         return settings
-    if current is None and out == getattr(lm, "default_max_output_tokens", None):
+    if current is None and out == lm.capabilities.default_max_output_tokens:
         return settings
     return replace(settings or LMSettings(), max_output_tokens=out)
 
@@ -132,7 +132,7 @@ class LMGate:
         Raises :class:`~recursa.limits.BudgetExhausted` when the tree may not make it."""
         prompt_chars = sum(len(m.content) for m in messages)
         cap = settings.max_output_tokens if settings is not None else None
-        cap = cap or getattr(lm, "default_max_output_tokens", None)
+        cap = cap or lm.capabilities.default_max_output_tokens
         try:
             async with asyncio.timeout(self.budget.remaining_time()):
                 while True:

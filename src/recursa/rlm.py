@@ -7,11 +7,10 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from recursa.gate import LMGate
 from recursa.journal import Journal, Replay
 from recursa.limits import Budget, Limits
 from recursa.lm.base import LM, ProviderOptions
-from recursa.lm.registry import parse_model, resolve_model
+from recursa.lm.registry import DEFAULT_MODEL, default_model_spec, parse_model, resolve_model
 from recursa.pricing import PriceTable
 from recursa.prompts import PROFILES, PromptProfile
 from recursa.sandbox import sandbox_factory
@@ -35,15 +34,6 @@ from recursa.types import LMSettings, Result
 __all__ = ["DEFAULT_MODEL", "RLM", "default_model_spec", "new_run_id"]
 
 T = TypeVar("T")
-
-# The model used when none is named and RECURSA_MODEL is unset: the embedded local model.
-DEFAULT_MODEL = "local"
-
-
-def default_model_spec(env: Mapping[str, str] | None = None) -> str:
-    """``RECURSA_MODEL`` if set, else the embedded local model."""
-    env = os.environ if env is None else env
-    return env.get("RECURSA_MODEL") or DEFAULT_MODEL
 
 
 def _clip(text: str, n: int = 60) -> str:

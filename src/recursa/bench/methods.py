@@ -102,8 +102,8 @@ def model_window(
     """The model's context window in tokens, and where the figure comes from."""
     if override:
         return override, "--window"
-    window = getattr(lm, "context_window", None)
-    if isinstance(window, int) and window > 0:
+    window = lm.capabilities.context_window
+    if window is not None and window > 0:
         return window, "backend"
     if lm.name.startswith("local:"):
         # The local backend does not expose its window yet: its conversation context is

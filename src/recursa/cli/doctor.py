@@ -51,9 +51,9 @@ def local_model(probe_now: bool = False) -> dict[str, Any]:
         info["detail"] = "not installed: pip install 'recursa[local]'"
         return info
     info["llama_cpp_python"] = probe.llama_cpp_version()
-    from recursa.lm.local import PROBE_RECORDS
     from recursa.embedded import get_spec, model_status
     from recursa.embedded.runtime import default_threads
+    from recursa.lm.local import PROBE_RECORDS
     from recursa.paths import cache_dir
 
     status = model_status(get_spec(None))

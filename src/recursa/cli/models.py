@@ -85,8 +85,8 @@ def pull(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from recursa.errors import ConfigError
     from recursa.embedded import ensure_weights
+    from recursa.errors import ConfigError
 
     if source not in ("auto", "parts", "hub"):
         raise ConfigError(f"--from must be auto, parts or hub (got {source!r})")
@@ -109,8 +109,8 @@ def path(
     ] = None,
 ) -> None:
     """Print where a model's weights file is (fails if it is not there yet)."""
-    from recursa.errors import ConfigError
     from recursa.embedded import get_spec, model_status
+    from recursa.errors import ConfigError
 
     spec = get_spec(name)
     status = model_status(spec)

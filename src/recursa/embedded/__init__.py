@@ -22,11 +22,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from recursa.errors import ConfigError
 from recursa.embedded.assemble import Progress, assemble, missing_parts
 from recursa.embedded.catalogue import CATALOGUE, DEFAULT_MODEL_NAME, ModelSpec, PartSpec, get_spec
 from recursa.embedded.errors import ModelDownloadError, ModelWeightsError
 from recursa.embedded.hub import Downloader, download
+from recursa.errors import ConfigError
 from recursa.paths import cache_dir
 
 __all__ = [

@@ -18,9 +18,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from recursa.errors import MissingDependencyError
 from recursa.embedded.catalogue import ModelSpec, PartSpec
 from recursa.embedded.errors import ModelWeightsError
+from recursa.errors import MissingDependencyError
 
 __all__ = [
     "Progress",

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from recursa.errors import LMRequestError, MissingDependencyError
 from recursa.embedded.llama_context import CODE_PREFILL, LlamaContext, SharedWeights, StopAfterCode
+from recursa.errors import LMRequestError, MissingDependencyError
 
 if TYPE_CHECKING:
     from recursa.embedded.probe import RuntimeChoice

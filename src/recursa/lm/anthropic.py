@@ -19,6 +19,7 @@ from recursa.lm._http import (
     token_count,
     usage_object,
 )
+from recursa.lm.base import Capabilities
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["AnthropicLM"]
@@ -58,7 +59,7 @@ class AnthropicLM(HTTPBackend):
         self.retry = retry or RetryPolicy()
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
-        self.default_max_output_tokens = default_max_tokens  # what budgets reserve
+        self.capabilities = Capabilities(default_max_output_tokens=default_max_tokens)
         super().__init__(client)
 
     def _payload(self, messages: Sequence[Message], s: LMSettings) -> dict[str, Any]:

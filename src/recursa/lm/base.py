@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from recursa.types import Completion, LMSettings, Message
 
-__all__ = ["LM", "BaseLM", "ProviderOptions", "retry_guard"]
+__all__ = ["LM", "BaseLM", "Capabilities", "ProviderOptions", "retry_guard"]
 
 #: Set by whoever makes a call (a run's LM gate) around one ``complete``. A backend calls it
 #: before each retry it is about to send; it raises to forbid the retry (the run has no call,
@@ -21,11 +21,35 @@ __all__ = ["LM", "BaseLM", "ProviderOptions", "retry_guard"]
 retry_guard: ContextVar[Callable[[], None] | None] = ContextVar("recursa_retry_guard", default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend declares about itself, as data (``None``: no opinion, the engine's default).
+
+    Attributes:
+        chunk_chars: how many characters one sub-call prompt should carry; the root model is
+            told this figure when it plans chunks (small local models read far less).
+        output_chars: how much REPL output per turn the model reads comfortably.
+        greedy_by_default: the backend decodes greedily unless told otherwise, so a request
+            without a temperature has one fixed answer and may be served from the call cache.
+        default_max_output_tokens: the output cap a call gets when its settings name none;
+            token and cost budgets reserve it as the call's worst case.
+        context_window: tokens the model can take in one prompt, where known.
+    """
+
+    chunk_chars: int | None = None
+    output_chars: int | None = None
+    greedy_by_default: bool = False
+    default_max_output_tokens: int | None = None
+    context_window: int | None = None
+
+
 @runtime_checkable
 class LM(Protocol):
-    """A language model. ``name`` is its ``provider:model`` string (used for prices and traces)."""
+    """A language model. ``name`` is its ``provider:model`` string (used for prices and traces);
+    ``capabilities`` declares what the engine may rely on (:class:`Capabilities`)."""
 
     name: str
+    capabilities: Capabilities
 
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None
@@ -50,23 +74,12 @@ class ProviderOptions:
 
 
 class BaseLM:
-    """Convenience base: a name, a no-op ``aclose`` and a readable ``repr``.
-
-    A backend may also set ``recommended_chunk_chars``: how many characters one sub-call
-    prompt should carry (the engine tells the root model this figure when it plans chunks), and
-    ``greedy_by_default`` (see below).
+    """Convenience base: a name, no declared capabilities, a no-op ``aclose`` and a readable
+    ``repr``. A backend declares what it knows by setting ``capabilities`` (class or instance).
     """
 
     name: str = "base"
-    recommended_chunk_chars: int | None = None
-    # How much REPL output per turn the model reads comfortably (None: the engine's default).
-    recommended_output_chars: int | None = None
-    # True when the backend decodes greedily unless told otherwise, so a request without a
-    # temperature has one fixed answer and may be served from the call cache.
-    greedy_by_default: bool = False
-    # The output cap a call gets when its settings name none (None: no cap of its own). Token
-    # and cost budgets reserve it as the call's worst case.
-    default_max_output_tokens: int | None = None
+    capabilities: Capabilities = Capabilities()
 
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from recursa.errors import ConfigError, LMError, MissingDependencyError
-from recursa.lm.base import BaseLM, ProviderOptions
+from recursa.lm.base import BaseLM, Capabilities, ProviderOptions
 from recursa.paths import cache_dir
 from recursa.types import Completion, LMSettings, Message, Usage
 
@@ -122,8 +122,7 @@ class LocalLM(BaseLM):
         self.name = f"local:{short}"
         self.path = path
         self.spec = spec
-        self.recommended_chunk_chars = chunk_chars
-        self.recommended_output_chars = DEFAULT_OUTPUT_CHARS
+        self.capabilities = Capabilities(chunk_chars=chunk_chars, output_chars=DEFAULT_OUTPUT_CHARS)
         self.code_turns = code_turns
         self._threads = threads
         self._n_ctx = n_ctx

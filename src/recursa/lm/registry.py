@@ -22,8 +22,10 @@ from recursa.lm._http import RetryPolicy
 from recursa.lm.base import LM, ProviderOptions
 
 __all__ = [
+    "DEFAULT_MODEL",
     "ProviderFactory",
     "available_providers",
+    "default_model_spec",
     "parse_model",
     "register_provider",
     "resolve_model",
@@ -32,6 +34,18 @@ __all__ = [
 ProviderFactory = Callable[[str, ProviderOptions, Mapping[str, str]], LM]
 
 _PROVIDERS: dict[str, ProviderFactory] = {}
+
+# The model used when none is named and RECURSA_MODEL is unset: the embedded local model.
+DEFAULT_MODEL = "local"
+
+
+def default_model_spec(env: Mapping[str, str] | None = None) -> str:
+    """``RECURSA_MODEL`` if set, else the embedded local model. The registry is an edge: the
+    one place besides the CLI that reads the environment."""
+    env = os.environ if env is None else env
+    return env.get("RECURSA_MODEL") or DEFAULT_MODEL
+
+
 _ENTRY_POINTS_LOADED = False
 
 # Bare model names that unambiguously belong to one provider.

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from recursa.errors import ConfigError, ScriptMismatch
 from recursa.limits import approx_tokens
-from recursa.lm.base import BaseLM
+from recursa.lm.base import BaseLM, Capabilities
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["ScriptedLM", "Step"]
@@ -60,7 +60,7 @@ def _short(text: str, n: int = 160) -> str:
 class ScriptedLM(BaseLM):
     """A model that answers from a script. See the module docstring."""
 
-    greedy_by_default = True  # the same script gives the same answers
+    capabilities = Capabilities(greedy_by_default=True)  # the same script, the same answers
 
     def __init__(
         self,
