@@ -518,7 +518,7 @@ async def test_a_reservation_waits_for_calls_in_flight_then_fits():
     await asyncio.sleep(0)
     first.sent = True
     budget.release(first)
-    budget.charge("m", 0, Usage(input_tokens=100, output_tokens=50))
+    budget.ledger.charge("m", 0, Usage(input_tokens=100, output_tokens=50))
     await asyncio.wait_for(waiter, 5)
     second = budget.try_reserve(400, max_output_tokens=500)
     assert second is not None and second.output_tokens == 500

@@ -40,13 +40,13 @@ def test_reserve_refuses_a_prompt_that_would_pass_max_tokens():
 def test_charge_prices_and_accumulates_by_model_and_depth():
     b = Budget(Limits(max_cost_usd=0.5))
     u = Usage(input_tokens=1_000_000, output_tokens=100_000, cached_tokens=400_000, calls=1)
-    priced = b.charge("openai:gpt-5-mini", 0, u)
+    priced = b.ledger.charge("openai:gpt-5-mini", 0, u)
     # 600k fresh * 0.25 + 400k cached * 0.025 + 100k out * 2.00, per million
     assert priced.cost_usd == pytest.approx(0.15 + 0.01 + 0.2)
-    b.charge("openai:gpt-5-mini", 1, u)
-    assert b.by_depth[0].calls == 1
-    assert b.by_depth[1].calls == 1
-    assert b.by_model["openai:gpt-5-mini"].calls == 2
+    b.ledger.charge("openai:gpt-5-mini", 1, u)
+    assert b.ledger.by_depth[0].calls == 1
+    assert b.ledger.by_depth[1].calls == 1
+    assert b.ledger.by_model["openai:gpt-5-mini"].calls == 2
     with pytest.raises(BudgetExhausted) as e:
         b.check()
     assert e.value.reason is StopReason.MAX_COST
@@ -54,8 +54,8 @@ def test_charge_prices_and_accumulates_by_model_and_depth():
 
 def test_unknown_prices_are_counted_not_treated_as_free():
     b = Budget(Limits())
-    b.charge("openai:some-unknown-model", 0, Usage(input_tokens=10, calls=1))
-    b.charge("local:qwen", 0, Usage(input_tokens=10, calls=1))
+    b.ledger.charge("openai:some-unknown-model", 0, Usage(input_tokens=10, calls=1))
+    b.ledger.charge("local:qwen", 0, Usage(input_tokens=10, calls=1))
     assert b.usage.unpriced_calls == 1
     assert b.usage.calls == 2
 

@@ -9,118 +9,83 @@ hitting from one iteration to the next.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from recursa.config import RunConfig
 from recursa.context import Context
 from recursa.errors import LimitExceeded, RecursaError
 from recursa.gate import LMGate, clip
+from recursa.iteration import (
+    Cell,
+    History,
+    Iteration,
+    final_var_name,
+    judge,
+    parse,
+    render,
+    run_cells,
+)
 from recursa.limits import (
     DEFAULT_OUTPUT_CHARS,
     Budget,
     BudgetExhausted,
-    Limits,
+    Ledger,
     Reservation,
     SandboxSlots,
     UsageMeter,
 )
 from recursa.lm.base import LM
-from recursa.parsing import find_code_blocks, find_final
 from recursa.prompts import PromptProfile, profile_for
 from recursa.sandbox.base import CallHandler, Sandbox, SandboxConfig
+from recursa.subcalls import SubCalls
 from recursa.trace.spans import Span, Tracer
-from recursa.types import CellResult, LMSettings, Message, Result, StopReason
+from recursa.types import CellResult, Message, Result, StopReason
 
 if TYPE_CHECKING:
-    from recursa.journal import Journal
+    from recursa.lm.wrappers import JournalSink
 
-__all__ = ["Engine", "EngineConfig", "SandboxFactory", "Tree"]
+__all__ = ["Engine", "SandboxFactory", "Tree"]
 
 SandboxFactory = Callable[[SandboxConfig, CallHandler], Sandbox]
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """How the whole tree behaves. Built once by :class:`~recursa.rlm.RLM`."""
-
-    limits: Limits
-    sandbox_factory: SandboxFactory
-    sandbox_config: SandboxConfig = field(default_factory=SandboxConfig)
-    profile: PromptProfile | None = None  # None: chosen per model by profile_for()
-    sub_calls: bool = True
-    root_settings: LMSettings = field(default_factory=LMSettings)
-    sub_settings: LMSettings = field(default_factory=LMSettings)
-    sub_prompt_chars: int = 100_000  # what the prompt tells the root a sub-call can read
-
-
 @dataclass
 class Tree:
-    """What every engine in one run's tree shares."""
+    """What every engine in one run's tree shares: its configuration (data), the objects it was
+    built with (models, sandbox factory, prompt profile) and the run's budget, tracer, LM gate,
+    journal and warnings."""
 
     root_lm: LM
     sub_lm: LM
     models: Mapping[str, LM]  # models llm_query(model=...) may pick, by full and short name
-    config: EngineConfig
+    config: RunConfig
+    sandbox_factory: SandboxFactory
     budget: Budget
     tracer: Tracer
     gate: LMGate
     run_id: str
-    journal: Journal | None = None
     # Live sandboxes of this tree (Limits.max_sandboxes); pass one pool to share it among trees.
-    slots: SandboxSlots | None = None
+    slots: SandboxSlots
+    sandbox_config: SandboxConfig = field(default_factory=SandboxConfig)
+    profile: PromptProfile | None = None  # None: chosen per model by profile_for()
+    journal: JournalSink | None = None
+    warnings: list[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if self.slots is None:
-            lim = self.config.limits
-            self.slots = SandboxSlots(lim.max_sandboxes or lim.max_depth + 1, lim.max_depth)
-
-
-@dataclass
-class _State:
-    """Per-engine loop state."""
-
-    iterations: int = 0
-    consecutive_errors: int = 0
-    code_ran: bool = False
-    candidate: str = ""  # best partial answer so far
-    seen: dict[str, str] = field(default_factory=dict)  # code hash -> output hash
-    shown: str = ""  # every output so far, lower-cased with whitespace folded (capped)
-    pushed_back: bool = False  # a FINAL was already sent back once for checking
-
-
-@dataclass(frozen=True)
-class _Step:
-    final: str | None = None
-    feedback: str = ""
-
-
-# How much of the outputs a run keeps for checking answers against (characters).
-_SHOWN_CAP = 2_000_000
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()
-
-
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    head = int(limit * 0.8)
-    tail = limit - head
-    cut = len(text) - head - tail
-    return (
-        f"{text[:head]}\n[... {cut:,} characters of output cut; print less, e.g. a slice or a "
-        f"count ...]\n{text[len(text) - tail :]}"
-    )
+    @property
+    def ledger(self) -> Ledger:
+        return self.budget.ledger
 
 
 class Engine:
-    """One RLM at one depth of the tree."""
+    """One RLM at one depth of the tree: its run's lifecycle and its loop of iterations.
+
+    One iteration (:meth:`_iteration`) is the root LM call, then the steps of
+    :mod:`recursa.iteration`: parse -> run -> judge -> render.
+    """
 
     def __init__(
         self,
@@ -141,22 +106,21 @@ class Engine:
         self.path = path
         self.children = itertools.count(1)
         self.meter = UsageMeter(parent_meter)  # this RLM's subtree: its turns, calls, children
-        self.profile = tree.config.profile or profile_for(lm.name)
+        self.profile: PromptProfile = tree.profile or profile_for(lm.name)
         # Output shown per turn: the limit if set, else what the model reads comfortably.
         self.output_chars = (
             tree.config.limits.max_output_chars
             or lm.capabilities.output_chars
             or DEFAULT_OUTPUT_CHARS
         )
-        self.state = _State()
-        self.cell_span: Span | None = None  # parent for sub-call spans made by the running cell
+        self.iterations = 0
+        self.history = History()  # replaced by each iteration; read for partial answers
         self.run_span: Span | None = None
         self._prepaid: Reservation | None = None  # the first turn's call, reserved at start
+        self.calls = SubCalls(tree, depth=depth, meter=self.meter, spawn=self._spawn_child)
 
     # ---- the run -------------------------------------------------------------------------------
     async def run(self, question: str, context: Context) -> Result:
-        from recursa.subcalls import SubCalls  # the handler for llm_query & co.
-
         tree, limits = self.tree, self.tree.config.limits
         self.run_span = tree.tracer.start(
             "run",
@@ -173,9 +137,9 @@ class Engine:
             },
             warnings=list(context.warnings),
         )
-        sandbox = tree.config.sandbox_factory(tree.config.sandbox_config, SubCalls(self).handle)
+        sandbox = tree.sandbox_factory(tree.sandbox_config, self.calls)
         answer, stop, detail = "", StopReason.ERROR, ""
-        failure: BaseException | None = None
+        failure: RecursaError | None = None
         has_slot = False
         messages: list[Message] = []
         try:
@@ -193,10 +157,10 @@ class Engine:
                 messages, sandbox, exc.reason, exc.detail, turn=False
             )
         except asyncio.CancelledError:
-            answer, stop, detail = self.state.candidate, StopReason.CANCELLED, "cancelled"
+            answer, stop, detail = self.history.candidate, StopReason.CANCELLED, "cancelled"
             raise
         except RecursaError as exc:
-            answer = await self._repl_answer(sandbox) or self.state.candidate
+            answer = await self._repl_answer(sandbox) or self.history.candidate
             stop, detail = StopReason.ERROR, str(exc)
             failure = exc
         finally:
@@ -207,42 +171,54 @@ class Engine:
                 try:
                     await asyncio.shield(sandbox.shutdown())
                 finally:
-                    tree.slots.release()  # type: ignore[union-attr]  # set in Tree.__post_init__
+                    tree.slots.release()
             tree.tracer.end(
                 self.run_span,
                 error=detail if stop in (StopReason.ERROR, StopReason.CANCELLED) else None,
                 answer=clip(answer, 20_000),
                 stop_reason=stop.value,
                 detail=detail,
-                iterations=self.state.iterations,
+                iterations=self.iterations,
                 usage=self.meter.usage.to_dict(),  # this run's subtree; the root's is the total
             )
         result = self._result(answer, stop, detail)
         if failure is not None:
-            failure.result = result  # type: ignore[attr-defined]  # nothing is lost
+            failure.result = result  # nothing is lost
             raise failure
         if stop is not StopReason.FINAL and limits.raise_on_limit and self.depth == 0:
             raise LimitExceeded(stop, result, detail)
         return result
 
+    async def _spawn_child(self, question: str, context: Context, parent: Span) -> Result:
+        """Run a child RLM one level deeper (``rlm_query``), numbered in creation order."""
+        child = Engine(
+            self.tree,
+            depth=self.depth + 1,
+            lm=self.tree.sub_lm,
+            parent_span=parent,
+            path=f"{self.path}.{next(self.children)}",
+            parent_meter=self.meter,
+        )
+        return await child.run(question, context)
+
     def _result(self, answer: str, stop: StopReason, detail: str) -> Result:
-        b = self.tree.budget
+        ledger = self.tree.ledger
         return Result(
             answer=answer,
             stop_reason=stop,
-            iterations=self.state.iterations,
-            usage=b.usage,
-            usage_by_model=dict(b.by_model),
-            usage_by_depth=dict(b.by_depth),
+            iterations=self.iterations,
+            usage=ledger.usage,
+            usage_by_model=dict(ledger.by_model),
+            usage_by_depth=dict(ledger.by_depth),
             wall_time_s=(self.run_span.duration_s or 0.0) if self.run_span else 0.0,
             run_id=self.tree.run_id,
             detail=detail,
             spans=tuple(self.tree.tracer.finished),
-            warnings=tuple(b.warnings),
-            cache_hits=b.cache_hits,
-            saved_usd=b.saved_usd,
-            replayed_calls=b.replayed,
-            retries=b.retries,
+            warnings=tuple(self.tree.warnings),
+            cache_hits=ledger.cache_hits,
+            saved_usd=ledger.saved_usd,
+            replayed_calls=ledger.replayed,
+            retries=ledger.retries,
         )
 
     async def _take_slot(self) -> None:
@@ -251,7 +227,7 @@ class Engine:
         budget.check()
         try:
             async with asyncio.timeout(budget.remaining_time()):
-                await self.tree.slots.acquire(self.depth)  # type: ignore[union-attr]
+                await self.tree.slots.acquire(self.depth)
         except TimeoutError:
             raise budget.expire(" while waiting for a sandbox") from None
 
@@ -271,21 +247,22 @@ class Engine:
         ]
 
     async def _loop(self, messages: list[Message], sandbox: Sandbox) -> tuple[str, StopReason, str]:
-        cfg, st, budget = self.tree.config, self.state, self.tree.budget
-        while st.iterations < cfg.limits.max_iterations:
+        limits, budget = self.tree.config.limits, self.tree.budget
+        while self.iterations < limits.max_iterations:
             if self._prepaid is None:  # the first turn was paid for before the sandbox started
                 budget.check()
-            st.iterations += 1
-            step = await self._iteration(messages, sandbox, st.iterations)
-            if step.final is not None:
-                return step.final, StopReason.FINAL, ""
-            messages.append(Message.user(step.feedback))
-            if st.consecutive_errors >= cfg.limits.max_consecutive_errors:
-                why = f"{st.consecutive_errors} iterations in a row without working code"
+            self.iterations += 1
+            it = await self._iteration(messages, sandbox, self.iterations)
+            if it.final is not None:
+                return it.final, StopReason.FINAL, ""
+            messages.append(Message.user(it.feedback))
+            errors = self.history.consecutive_errors
+            if errors >= limits.max_consecutive_errors:
+                why = f"{errors} iterations in a row without working code"
                 return await self._wrap_up(
                     messages, sandbox, StopReason.MAX_CONSECUTIVE_ERRORS, why, turn=True
                 )
-        detail = f"max_iterations={cfg.limits.max_iterations} reached"
+        detail = f"max_iterations={limits.max_iterations} reached"
         return await self._wrap_up(messages, sandbox, StopReason.MAX_ITERATIONS, detail, turn=True)
 
     async def _repl_answer(self, sandbox: Sandbox) -> str:
@@ -312,26 +289,32 @@ class Engine:
         """The best partial answer after a limit stopped the run: the REPL's ``answer`` dict,
         else one "answer now" turn that runs no code (when ``turn`` and the budget allow), else
         an earlier unaccepted FINAL, else none (said plainly in the detail)."""
-        st = self.state
         found = await self._repl_answer(sandbox)
         if found:
             return found, stop, f"{detail}; partial answer from the REPL's answer dict"
         if turn and self.tree.config.limits.final_answer_turn:
             messages.append(Message.user(self.profile.final_turn))
             try:
-                step = await self._iteration(messages, sandbox, st.iterations + 1, last_turn=True)
+                it = await self._iteration(messages, sandbox, self.iterations + 1, last_turn=True)
             except BudgetExhausted as exc:  # no budget left for the extra turn: say so
                 detail = f"{detail}; no answer-now turn: {exc.detail}"
             else:
-                if step.final:
-                    return step.final, stop, f"{detail}; answer from one answer-now turn (no code)"
-        if st.candidate:
-            return st.candidate, stop, f"{detail}; partial answer: a FINAL not yet checked"
+                if it.final:
+                    return it.final, stop, f"{detail}; answer from one answer-now turn (no code)"
+        if self.history.candidate:
+            return (
+                self.history.candidate,
+                stop,
+                f"{detail}; partial answer: a FINAL not yet checked",
+            )
         return "", stop, f"{detail}; no partial answer: the model gave none"
 
+    # ---- one iteration -------------------------------------------------------------------------
     async def _iteration(
         self, messages: list[Message], sandbox: Sandbox, index: int, *, last_turn: bool = False
-    ) -> _Step:
+    ) -> Iteration:
+        """The root LM call, then parse -> run -> judge -> render (:mod:`recursa.iteration`).
+        An "answer now" turn (``last_turn``) runs no code."""
         tracer = self.tree.tracer
         span = tracer.start(
             "iteration",
@@ -354,120 +337,47 @@ class Engine:
                 reservation=prepaid,
             )
             messages.append(Message.assistant(completion.text))
-            step = await self._step(completion.text, sandbox, span, last_turn=last_turn)
+            reply = parse(completion.text)
+            cells: tuple[Cell, ...] = ()
+            if not last_turn:
+
+                async def execute(code: str, i: int) -> CellResult:
+                    return await self._cell(code, sandbox, span, i)
+
+                cells = await run_cells(reply.blocks, execute, sandbox.restart)
+            name = final_var_name(reply, self.history, cells)
+            value = await sandbox.get_var(name) if name else None
+            verdict, self.history = judge(
+                self.profile, self.history, reply, cells, value, last_turn=last_turn
+            )
+            feedback = (
+                ""
+                if verdict.final is not None
+                else render(self.profile, cells, verdict, self.output_chars)
+            )
         except BaseException as exc:
             tracer.end(span, error=f"{type(exc).__name__}: {exc}")
             raise
-        tracer.end(span, final=step.final is not None)
-        return step
-
-    # ---- one reply -----------------------------------------------------------------------------
-    def _remember(self, output: str) -> None:
-        st = self.state
-        if len(st.shown) < _SHOWN_CAP:
-            st.shown += " " + " ".join(output.split()).lower()
-
-    def _check_final(self, answer: str, *, saw_output: bool, last_turn: bool) -> str | None:
-        """Under a profile that asks for it, send a FINAL back once for checking when the model
-        had seen no output yet, or when the answer appears in none of the outputs (small
-        models guess a plausible value after a search found nothing). Returns the feedback,
-        or ``None`` to accept the answer."""
-        st, profile = self.state, self.profile
-        if not profile.require_code_before_final or last_turn or st.pushed_back:
-            return None
-        norm = " ".join(answer.split()).lower()
-        if saw_output and (not norm or len(norm) > 300 or norm in st.shown):
-            return None
-        st.pushed_back = True
-        st.candidate = answer
-        if not saw_output:
-            return profile.final_unverified
-        return profile.final_unseen.format(answer=answer[:200])
-
-    async def _step(self, text: str, sandbox: Sandbox, span: Span, *, last_turn: bool) -> _Step:
-        st, profile = self.state, self.profile
-        saw_output = st.code_ran  # before this reply's code: has the model seen any output?
-        blocks = find_code_blocks(text)
-        bare = find_final(text)
-        if last_turn:  # an "answer now" turn: a FINAL is taken, code is never run
-            if bare is None:
-                return _Step()
-            return _Step(final=await self._resolve_bare(bare, sandbox))
-        if not blocks:
-            if bare is None:
-                st.consecutive_errors += 1
-                return _Step(feedback=profile.no_code)
-            if profile.require_code_before_final and not st.code_ran and not last_turn:
-                st.candidate = bare.text()
-                st.consecutive_errors += 1
-                return _Step(feedback=profile.final_before_code)
-            answer = await self._resolve_bare(bare, sandbox)
-            pushback = self._check_final(answer, saw_output=saw_output, last_turn=last_turn)
-            return _Step(feedback=pushback) if pushback else _Step(final=answer)
-        outputs: list[str] = []
-        any_ok = False
-        repeated = True
-        for i, code in enumerate(blocks, start=1):
-            res = await self._cell(code, sandbox, span, i)
-            st.code_ran = True
-            any_ok = any_ok or res.ok
-            shown = self._format_cell(res, i, len(blocks))
-            out_hash, code_hash = _digest(shown), _digest(code.strip())
-            repeated = repeated and st.seen.get(code_hash) == out_hash
-            st.seen[code_hash] = out_hash
-            outputs.append(shown)
-            self._remember(res.stdout)
-            if res.final is not None:
-                pushback = self._check_final(res.final, saw_output=saw_output, last_turn=last_turn)
-                if pushback is None:
-                    return _Step(final=res.final)
-                outputs.append(pushback)
-                bare = None  # the reply's answer is being checked already
-                break
-            if res.fatal:
-                await sandbox.restart()
-                break
-        st.consecutive_errors = 0 if any_ok else st.consecutive_errors + 1
-        if bare is not None:
-            name = bare.name()
-            value = await sandbox.get_var(name) if name else None
-            if value is not None or last_turn or not profile.require_code_before_final:
-                answer = value if value is not None else bare.text()
-                pushback = self._check_final(answer, saw_output=saw_output, last_turn=last_turn)
-                if pushback is None:
-                    return _Step(final=answer)
-                outputs.append(pushback)
-            else:
-                st.candidate = bare.text()
-                outputs.append(profile.final_unverified)
-        limit = self.output_chars
-        feedback = _truncate("\n\n".join(outputs), limit)
-        nudge = profile.repeated_code if repeated else profile.after_output
-        return _Step(feedback=f"{feedback}\n\n{nudge}")
-
-    async def _resolve_bare(self, bare, sandbox: Sandbox) -> str:
-        """A FINAL written outside code: a REPL variable's value if it names one, else its text."""
-        name = bare.name()
-        if name and self.state.code_ran:
-            value = await sandbox.get_var(name)
-            if value is not None:
-                return value
-        return bare.text()
+        tracer.end(span, final=verdict.final is not None)
+        return Iteration(index, reply, cells, verdict.final, feedback, last_turn)
 
     async def _cell(self, code: str, sandbox: Sandbox, parent: Span, index: int) -> CellResult:
         limits, budget, tracer = self.tree.config.limits, self.tree.budget, self.tree.tracer
         deadline = None if limits.timeout_s is None else budget.started + limits.timeout_s
-        self.cell_span = tracer.start(
+        span = tracer.start(
             "cell", f"cell {index}", parent, code=code, depth=self.depth, index=index
         )
         try:
-            res = await sandbox.execute(code, timeout_s=limits.cell_timeout_s, deadline=deadline)
+            with self.calls.serving(span):  # the cell's sub-calls are its children
+                res = await sandbox.execute(
+                    code, timeout_s=limits.cell_timeout_s, deadline=deadline
+                )
         except BaseException as exc:
-            tracer.end(self.cell_span, error=f"{type(exc).__name__}: {exc}")
+            tracer.end(span, error=f"{type(exc).__name__}: {exc}")
             raise
         diverged = self._journal_cell(code, res)
         tracer.end(
-            self.cell_span,
+            span,
             replay_diverged=diverged,
             error=res.error.splitlines()[-1][:500] if res.error else None,
             stdout=clip(res.stdout, self.output_chars),
@@ -486,29 +396,7 @@ class Engine:
         journal = self.tree.journal
         if journal is None:
             return False
-        try:
-            warning = journal.record_cell(self.path, code, res)
-        except sqlite3.Error as exc:
-            self.tree.budget.warnings.append(f"journaling stopped ({exc}); cannot be resumed")
-            self.tree.journal = None
-            return False
+        warning = journal.record_cell(self.path, code, res)
         if warning:
-            self.tree.budget.warnings.append(warning)
+            self.tree.warnings.append(warning)
         return warning is not None
-
-    def _format_cell(self, res: CellResult, index: int, total: int) -> str:
-        parts = [f"[output of block {index} of {total}]"] if total > 1 else []
-        if res.stdout:
-            parts.append(res.stdout.rstrip("\n"))
-            if res.output_cut_chars:
-                parts.append(f"[... {res.output_cut_chars:,} more characters were printed and cut]")
-        if res.fatal:
-            parts.append(
-                f"The REPL process died ({res.error}). It was restarted: every variable you made "
-                "is lost; `context` is loaded again."
-            )
-        elif res.error:
-            parts.append(f"Error:\n{res.error}")
-        if not res.stdout and not res.error and not res.fatal:
-            parts.append("(the code ran and printed nothing)")
-        return "\n".join(parts)

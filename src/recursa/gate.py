@@ -1,33 +1,32 @@
-"""The one door every LM call of a run goes through.
+"""Where an LM call is charged to the budget: the one door every call of a run goes through.
 
-:class:`LMGate` bounds concurrency across the whole tree, reserves each call's worst case against
-the shared :class:`~recursa.limits.Budget` before it is sent (waiting while calls in flight hold
-what is left, and sending the output cap the reservation allows), counts each retry a backend
-wants as one more call, stops it when the run's wall clock runs out, settles its usage, and
-records an ``lm_call`` span. Root turns, sub-calls and child
-runs all use the same gate, so nothing is counted twice and nothing escapes the limits.
+:class:`LMGate` does the budget's part of a call and nothing else: it reserves the call's worst
+case against the shared :class:`~recursa.limits.Budget` before it is sent (waiting while calls
+in flight hold what is left, and sending the output cap the reservation allows), counts each
+retry a backend wants as one more call, stops the call when the run's wall clock runs out,
+settles it, charges what it used to the :class:`~recursa.limits.Ledger` (and the meter of the
+engine that made it), and records an ``lm_call`` span.
+
+Where the answer comes from (a resumed run's journal, the call cache or the model), journaling
+and the concurrency limit are wrappers around the LM seam (:mod:`recursa.lm.wrappers`), composed
+once per model and run. Root turns, sub-calls and child runs all use the same gate, so nothing is
+counted twice and nothing escapes the limits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 
-from recursa.cache import cacheable
 from recursa.limits import Budget, Reservation, UsageMeter
 from recursa.lm.base import LM, retry_guard
-from recursa.store import request_key
+from recursa.lm.wrappers import CallScope, call_scope
 from recursa.trace.spans import Span, Tracer
 from recursa.types import Completion, LMSettings, Message
 
-if TYPE_CHECKING:
-    from recursa.cache import CallCache
-    from recursa.journal import Journal, Replay
-
-__all__ = ["LMGate"]
+__all__ = ["LMGate", "clip"]
 
 # How much of each prompt and response a span keeps (the trace is for reading, not replaying).
 SPAN_TEXT_CHARS = 20_000
@@ -64,66 +63,30 @@ def clip(text: str, limit: int = SPAN_TEXT_CHARS) -> str:
 
 
 class LMGate:
-    """Concurrency limit + budget + deadline + pricing + tracing for LM calls.
+    """Budget + deadline + usage + tracing for the LM calls of one run's tree.
 
-    With a journal, every response is committed to it before it is used; with a replay (a
-    resumed run), requests already in the journal are answered from it; with a call cache,
-    cacheable requests are answered from it and stored in it.
+    ``wrap`` turns a model into the one the run calls (its journal, cache and concurrency
+    wrappers, see :func:`recursa.lm.wrappers.compose`); it is applied once per model.
     """
 
     def __init__(
         self,
         budget: Budget,
         tracer: Tracer,
-        max_concurrency: int,
-        *,
-        journal: Journal | None = None,
-        replay: Replay | None = None,
-        cache: CallCache | None = None,
+        wrap: Callable[[LM], LM] | None = None,
     ) -> None:
         self.budget = budget
         self.tracer = tracer
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self.in_flight = 0
-        self.journal = journal
-        self.replay = replay
-        self.cache = cache
+        self._wrap = wrap
+        self._wrapped: dict[int, tuple[LM, LM]] = {}
 
-    def _record(self, key: str, lm: LM, role: str, depth: int, completion: Completion) -> None:
-        if self.journal is None:
-            return
-        try:
-            self.journal.record_lm(key, lm.name, role, depth, completion)
-        except sqlite3.Error as exc:
-            # A broken journal must not break the run; it only stops the run being resumable.
-            self.budget.warnings.append(f"journaling stopped ({exc}); this run cannot be resumed")
-            self.journal = None
-
-    async def _send(
-        self,
-        lm: LM,
-        messages: Sequence[Message],
-        settings: LMSettings | None,
-        role: str,
-        depth: int,
-    ) -> tuple[Completion, str]:
-        """The call itself, and where its answer came from: model, journal or cache."""
-        if self.journal is None and self.replay is None and self.cache is None:
-            return await lm.complete(messages, settings), "model"
-        key = request_key(lm.name, messages, settings)
-        if self.replay is not None and (done := self.replay.take(key)) is not None:
-            self.budget.replayed += 1
-            return done, "journal"
-        use_cache = self.cache is not None and cacheable(lm, settings)
-        if use_cache and (hit := self.cache.get(key)) is not None:
-            self._record(key, lm, role, depth, hit)
-            return hit, "cache"
-        completion = await lm.complete(messages, settings)
-        self._record(key, lm, role, depth, completion)  # durable before anyone uses it
-        if use_cache:
-            cost = self.budget.prices.cost(lm.name, completion.usage)
-            self.cache.put(key, lm.name, completion, cost)
-        return completion, "model"
+    def _model(self, lm: LM) -> LM:
+        if self._wrap is None:
+            return lm
+        found = self._wrapped.get(id(lm))
+        if found is None:
+            found = self._wrapped[id(lm)] = (lm, self._wrap(lm))  # holds lm: its id stays its
+        return found[1]
 
     async def reserve(
         self, lm: LM, messages: Sequence[Message], settings: LMSettings | None = None
@@ -167,15 +130,35 @@ class LMGate:
                 reservation = await self.reserve(lm, messages, settings)
             settings = _capped(lm, settings, reservation)
             async with asyncio.timeout(self.budget.remaining_time()):
-                async with self._sem:
-                    return await self._call(
-                        lm, messages, settings, reservation, role, depth, parent, meter
-                    )
+                return await self._call(
+                    lm, messages, settings, reservation, CallScope(role, depth), parent, meter
+                )
         except TimeoutError:
             raise self.budget.expire(" during an LM call") from None
         finally:
             if reservation is not None:
                 self.budget.release(reservation)
+
+    def _start_span(
+        self, lm: LM, messages: Sequence[Message], scope: CallScope, parent: Span | None
+    ) -> Span:
+        extra: dict[str, object] = {}
+        if scope.role == "root":
+            # A root conversation only grows: the messages added since the model's last
+            # reply, kept whole, let a trace rebuild every root turn (SFT export).
+            extra["new_messages"] = [m.to_dict() for m in since_last_reply(messages)]
+        return self.tracer.start(
+            "lm_call",
+            lm.name,
+            parent,
+            model=lm.name,
+            role=scope.role,
+            depth=scope.depth,
+            prompt=clip(messages[-1].content if messages else ""),
+            prompt_chars=sum(len(m.content) for m in messages),
+            n_messages=len(messages),
+            **extra,
+        )
 
     async def _call(
         self,
@@ -183,30 +166,11 @@ class LMGate:
         messages: Sequence[Message],
         settings: LMSettings | None,
         reservation: Reservation,
-        role: str,
-        depth: int,
+        scope: CallScope,
         parent: Span | None,
         meter: UsageMeter | None,
     ) -> Completion:
-        prompt_chars = sum(len(m.content) for m in messages)
-        last = messages[-1].content if messages else ""
-        extra: dict[str, object] = {}
-        if role == "root":
-            # A root conversation only grows: the messages added since the model's last
-            # reply, kept whole, let a trace rebuild every root turn (SFT export).
-            extra["new_messages"] = [m.to_dict() for m in since_last_reply(messages)]
-        span = self.tracer.start(
-            "lm_call",
-            lm.name,
-            parent,
-            model=lm.name,
-            role=role,
-            depth=depth,
-            prompt=clip(last),
-            prompt_chars=prompt_chars,
-            n_messages=len(messages),
-            **extra,
-        )
+        span = self._start_span(lm, messages, scope, parent)
         retries = 0
 
         def guard() -> None:  # a retry the backend wants is one more call of the budget's
@@ -214,30 +178,34 @@ class LMGate:
             self.budget.reserve_retry()
             retries += 1
 
-        self.in_flight += 1
-        token = retry_guard.set(guard)
+        tokens = retry_guard.set(guard), call_scope.set(scope)
         reservation.sent = True
         try:
-            completion, source = await self._send(lm, messages, settings, role, depth)
+            completion = await self._model(lm).complete(messages, settings)
         except BaseException as exc:
-            more = {"retries": retries} if retries else {}
-            self.tracer.end(span, error=f"{type(exc).__name__}: {exc}", **more)
+            failed: dict[str, Any] = {"retries": retries} if retries else {}
+            self.tracer.end(span, error=f"{type(exc).__name__}: {exc}", **failed)
             raise
         finally:
-            retry_guard.reset(token)
-            self.in_flight -= 1
+            retry_guard.reset(tokens[0])
+            call_scope.reset(tokens[1])
         self.budget.release(reservation)  # settled: what it did not use is free again
-        priced = self.budget.charge(lm.name, depth, completion.usage, free=source == "cache")
+        ledger = self.budget.ledger
+        if completion.source == "journal":
+            ledger.replayed += 1
+        priced = ledger.charge(
+            lm.name, scope.depth, completion.usage, free=completion.source == "cache"
+        )
         if meter is not None:
             meter.add(priced)
-        more: dict[str, object] = {"retries": retries} if retries else {}
+        more: dict[str, Any] = {"retries": retries} if retries else {}
         if settings is not None and settings.max_output_tokens is not None:
             more["max_output_tokens"] = settings.max_output_tokens
         self.tracer.end(
             span,
-            source=source,
+            source=completion.source,
             # Root replies are kept whole (they are short: code) so traces can train models.
-            response=completion.text if role == "root" else clip(completion.text),
+            response=completion.text if scope.role == "root" else clip(completion.text),
             response_chars=len(completion.text),
             response_model=completion.model or None,
             finish_reason=completion.finish_reason,

@@ -1,4 +1,5 @@
-"""Limits (plain data), Budget (the one place that checks and charges) and SandboxSlots.
+"""Limits (plain data), Budget (named checks against them), Ledger (what was spent) and
+SandboxSlots.
 
 The whole tree of calls shares one :class:`Budget`: the root, its sub-calls, every child RLM and
 their sub-calls all draw on the same LM calls, tokens, money and wall clock. Iterations and
@@ -10,8 +11,10 @@ call's worst case: one request against ``max_llm_calls``, and, under ``max_token
 ``max_cost_usd``, its estimated prompt tokens plus its output cap (lowered to what the budget can
 still pay for, and sent to the provider so it holds). A call that does not fit beside the calls
 already in flight waits for them to settle; one that cannot fit at all is refused and the run
-stops. Settling releases the reservation and charges what the provider reported. Each retry a
-backend wants to send is reserved as one more call (see :data:`recursa.lm.base.retry_guard`).
+stops. Settling releases the reservation and charges what the provider reported to the
+:class:`Ledger`, where usage accumulates apart from the checks. Each retry a backend wants to send
+is reserved as one more call (see :data:`recursa.lm.base.retry_guard`). The budget's one caller
+is the run's LM gate (:mod:`recursa.gate`): that is where a call is charged.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from recursa.errors import ConfigError
@@ -29,6 +33,7 @@ from recursa.types import StopReason, Usage
 __all__ = [
     "Budget",
     "BudgetExhausted",
+    "Ledger",
     "Limits",
     "Reservation",
     "SandboxSlots",
@@ -101,17 +106,18 @@ class Limits:
     max_sandboxes: int | None = None  # None: max(4, max_depth + 1), set in __post_init__
 
     def __post_init__(self) -> None:
-        if self.max_sandboxes is None:
+        sandboxes = self.max_sandboxes
+        if sandboxes is None:
             # The default grows with a deep max_depth: one sandbox per level of the chain.
-            depth = max(self.max_depth, 0)
-            object.__setattr__(self, "max_sandboxes", max(DEFAULT_MAX_SANDBOXES, depth + 1))
+            sandboxes = max(DEFAULT_MAX_SANDBOXES, max(self.max_depth, 0) + 1)
+            object.__setattr__(self, "max_sandboxes", sandboxes)
         positive = {
             "max_iterations": self.max_iterations,
             "max_consecutive_errors": self.max_consecutive_errors,
             "max_concurrency": self.max_concurrency,
-            "max_sandboxes": self.max_sandboxes,
+            "max_sandboxes": sandboxes,
         }
-        optional = {
+        optional: dict[str, float | None] = {
             "max_llm_calls": self.max_llm_calls,
             "max_tokens": self.max_tokens,
             "max_cost_usd": self.max_cost_usd,
@@ -119,18 +125,18 @@ class Limits:
             "cell_timeout_s": self.cell_timeout_s,
             "max_output_chars": self.max_output_chars,
         }
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"Limits.{name} must be at least 1 (got {value})")
+        for name, count in positive.items():
+            if count < 1:
+                raise ConfigError(f"Limits.{name} must be at least 1 (got {count})")
         for name, value in optional.items():
             if value is not None and value <= 0:
                 raise ConfigError(f"Limits.{name} must be positive (got {value})")
         if self.max_depth < 0:
             raise ConfigError(f"Limits.max_depth must be 0 or more (got {self.max_depth})")
-        if self.max_sandboxes < self.max_depth + 1:
+        if sandboxes < self.max_depth + 1:
             # A chain root -> child -> ... at max_depth holds one sandbox per level.
             raise ConfigError(
-                f"Limits.max_sandboxes={self.max_sandboxes} cannot run children "
+                f"Limits.max_sandboxes={sandboxes} cannot run children "
                 f"{self.max_depth} deep: raise it to at least {self.max_depth + 1} "
                 "(--max-sandboxes) or lower max_depth"
             )
@@ -184,26 +190,70 @@ class Reservation:
 
 
 @dataclass
-class Budget:
-    """Counts what the tree has spent against its :class:`Limits`."""
+class Ledger:
+    """What a run's tree spent: usage in all, by model and by depth, priced by ``prices``, and
+    the calls that cost nothing (cache hits, journal replays) or more than one request (retries).
+    """
 
-    limits: Limits
     prices: PriceTable = field(default_factory=PriceTable)
-    started: float = field(default_factory=time.monotonic)
-    calls_reserved: int = 0
     usage: Usage = field(default_factory=Usage)
     by_model: dict[str, Usage] = field(default_factory=lambda: defaultdict(Usage))
     by_depth: dict[int, Usage] = field(default_factory=lambda: defaultdict(Usage))
-    exhausted: BudgetExhausted | None = None
     cache_hits: int = 0
     saved_usd: float = 0.0
     replayed: int = 0
     retries: int = 0  # re-sent requests (429, 5xx, timeouts...), each counted as a call
-    warnings: list[str] = field(default_factory=list)
-    reserved_tokens: int = 0
-    reserved_usd: float = 0.0
-    open_reservations: int = 0
-    _settled: _Signal = field(default_factory=_Signal, init=False, repr=False)
+
+    def charge(self, model: str, depth: int, usage: Usage, *, free: bool = False) -> Usage:
+        """Add one call's usage (priced here) to the totals; return the priced usage.
+
+        ``free`` marks a call answered from the call cache: its tokens count, its price is
+        recorded as money saved instead of spent.
+        """
+        if usage.calls != 1:  # one charge is one call, whatever a backend left in Usage.calls
+            usage = replace(usage, calls=1)
+        priced = self.prices.price(model, usage)
+        if free:
+            self.cache_hits += 1
+            self.saved_usd += priced.cost_usd
+            priced = priced.with_cost(0.0)
+        self.usage = self.usage + priced
+        self.by_model[model] = self.by_model[model] + priced
+        self.by_depth[depth] = self.by_depth[depth] + priced
+        return priced
+
+
+class Budget:
+    """The tree's :class:`Limits` as named checks against its :class:`Ledger`, and the
+    reservations of the calls in flight.
+
+    ``warn`` receives a note the budget wants the run to show (a cost cap it cannot enforce).
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        prices: PriceTable | None = None,
+        *,
+        ledger: Ledger | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.limits = limits
+        self.ledger = ledger if ledger is not None else Ledger(prices or PriceTable())
+        self.prices = self.ledger.prices
+        self.started = time.monotonic()
+        self.calls_reserved = 0
+        self.exhausted: BudgetExhausted | None = None
+        self.reserved_tokens = 0
+        self.reserved_usd = 0.0
+        self.open_reservations = 0
+        self._warned: set[str] = set()
+        self._warn = warn or (lambda _note: None)
+        self._settled = _Signal()
+
+    @property
+    def usage(self) -> Usage:
+        return self.ledger.usage
 
     # ---- time -------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -266,8 +316,9 @@ class Budget:
             "it has no known price, so its calls cost nothing against the cap "
             "(add it with --prices or $RECURSA_PRICES)"
         )
-        if text not in self.warnings:
-            self.warnings.append(text)
+        if text not in self._warned:
+            self._warned.add(text)
+            self._warn(text)
 
     def _refuse(self, why: str, prompt: int) -> BudgetExhausted:
         lim = self.limits
@@ -357,25 +408,7 @@ class Budget:
         left (or the run is out of time)."""
         self.check()
         self.calls_reserved += 1
-        self.retries += 1
-
-    def charge(self, model: str, depth: int, usage: Usage, *, free: bool = False) -> Usage:
-        """Add one call's usage (priced here) to the totals; return the priced usage.
-
-        ``free`` marks a call answered from the call cache: its tokens count, its price is
-        recorded as money saved instead of spent.
-        """
-        if usage.calls != 1:  # one charge is one call, whatever a backend left in Usage.calls
-            usage = replace(usage, calls=1)
-        priced = self.prices.price(model, usage)
-        if free:
-            self.cache_hits += 1
-            self.saved_usd += priced.cost_usd
-            priced = priced.with_cost(0.0)
-        self.usage = self.usage + priced
-        self.by_model[model] = self.by_model[model] + priced
-        self.by_depth[depth] = self.by_depth[depth] + priced
-        return priced
+        self.ledger.retries += 1
 
 
 @dataclass
@@ -405,6 +438,11 @@ class SandboxSlots:
     The deepest waiting child can then always start, and children that wait on grandchildren
     never take the last slots those grandchildren need: no deadlock.
     """
+
+    @classmethod
+    def for_limits(cls, limits: Limits) -> SandboxSlots:
+        """One run tree's pool, as its limits say."""
+        return cls(limits.max_sandboxes or limits.max_depth + 1, limits.max_depth)
 
     def __init__(self, capacity: int, max_depth: int = 0) -> None:
         if capacity < max_depth + 1:

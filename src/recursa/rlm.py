@@ -12,24 +12,26 @@ import sqlite3
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from recursa.cache import CallCache
+from recursa.config import RunConfig
 from recursa.context import Context, ContextSource, load_context
-from recursa.engine import Engine, EngineConfig, SandboxFactory, Tree
+from recursa.engine import Engine, SandboxFactory, Tree
 from recursa.errors import ConfigError, RecursaError
 from recursa.gate import LMGate
 from recursa.journal import Journal, Replay
-from recursa.limits import Budget, Limits
+from recursa.limits import Budget, Limits, SandboxSlots
 from recursa.lm.base import LM, ProviderOptions
 from recursa.lm.registry import DEFAULT_MODEL, default_model_spec, parse_model, resolve_model
+from recursa.lm.wrappers import JournalSink, compose
 from recursa.pricing import PriceTable
 from recursa.prompts import PROFILES, PromptProfile
 from recursa.sandbox import sandbox_factory
 from recursa.sandbox.base import SandboxConfig
 from recursa.trace.jsonl import JSONLWriter
 from recursa.trace.spans import TraceProcessor, Tracer
-from recursa.types import LMSettings, Result
+from recursa.types import Result
 
 __all__ = ["DEFAULT_MODEL", "RLM", "default_model_spec", "new_run_id"]
 
@@ -39,6 +41,10 @@ T = TypeVar("T")
 def _clip(text: str, n: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _name_of(model: str | LM | None) -> str | None:
+    return model if isinstance(model, str) or model is None else model.name
 
 
 def new_run_id() -> str:
@@ -63,7 +69,7 @@ class _InstanceOrClassMethod:
 
     def __init__(self, method: Any) -> None:
         self._method = method
-        functools.update_wrapper(self, method)
+        functools.update_wrapper(cast(Any, self), method)
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is not None:
@@ -71,7 +77,9 @@ class _InstanceOrClassMethod:
         method = self._method
 
         @functools.wraps(method)
-        def on_class(run_id: str, *args: Any, runs_root: str | Path | None = None, **kw: Any):
+        def on_class(
+            run_id: str, *args: Any, runs_root: str | Path | None = None, **kw: Any
+        ) -> Any:
             own = {k: kw.pop(k) for k in ("trace", "processors", "question") if k in kw}
             rlm = owner.from_journal(run_id, runs_root=runs_root, **kw)  # type: ignore[union-attr]
             return method(rlm, run_id, *args, **own)
@@ -131,21 +139,26 @@ class RLM:
         cache: bool | str | Path | CallCache = False,
         runs_root: str | Path | None = None,
     ) -> None:
-        self._spec: dict[str, Any] = {
-            "model": model if isinstance(model, str) or model is None else model.name,
-            "sub_model": sub_model
-            if isinstance(sub_model, str) or sub_model is None
-            else sub_model.name,
-            "base_url": base_url,
-            "sandbox": sandbox if isinstance(sandbox, str) else None,
-            "prompt_profile": prompt_profile
-            if isinstance(prompt_profile, str)
-            else getattr(prompt_profile, "name", None),
-            "temperature": temperature,
-            "max_output_tokens": max_output_tokens,
-            "sub_calls": sub_calls,
-            "limits": dataclasses.asdict(limits or Limits()),
-        }
+        models = tuple(models)
+        # Everything that is data goes into one frozen RunConfig (journaled with each run);
+        # objects (LM instances, a sandbox factory, a custom profile) are kept beside it.
+        self.config = RunConfig(
+            model=_name_of(model),
+            sub_model=_name_of(sub_model),
+            models=tuple(n for m in models if (n := _name_of(m)) is not None),
+            base_url=base_url,
+            sandbox=sandbox if isinstance(sandbox, str) else None,
+            prompt_profile=prompt_profile
+            if isinstance(prompt_profile, str) or prompt_profile is None
+            else prompt_profile.name,
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            sub_calls=sub_calls,
+            limits=limits or Limits(),
+            call_timeout_s=call_timeout_s,
+            max_retries=max_retries,
+            journal=journal,
+        )
         options = ProviderOptions(
             base_url=base_url, api_key=api_key, timeout_s=call_timeout_s, max_retries=max_retries
         )
@@ -161,7 +174,7 @@ class RLM:
         for lm in (self.root_lm, self.sub_lm, *extra):
             self.models[lm.name] = lm
             self.models.setdefault(lm.name.partition(":")[2] or lm.name, lm)
-        self.limits = limits or Limits()
+        self.limits = self.config.limits
         if isinstance(prompt_profile, str):
             if prompt_profile not in PROFILES:
                 raise ConfigError(
@@ -169,17 +182,11 @@ class RLM:
                     f"{', '.join(PROFILES)}"
                 )
             prompt_profile = PROFILES[prompt_profile]
-        factory = sandbox if callable(sandbox) else sandbox_factory(sandbox, trusted=trusted)
-        settings = LMSettings(temperature=temperature, max_output_tokens=max_output_tokens)
-        self.config = EngineConfig(
-            limits=self.limits,
-            sandbox_factory=factory,
-            sandbox_config=sandbox_config or SandboxConfig(),
-            profile=prompt_profile,
-            sub_calls=sub_calls,
-            root_settings=settings,
-            sub_settings=settings,
+        self.profile: PromptProfile | None = prompt_profile
+        self.sandbox_factory: SandboxFactory = (
+            sandbox if callable(sandbox) else sandbox_factory(sandbox, trusted=trusted)
         )
+        self.sandbox_config = sandbox_config or SandboxConfig()
         self.prices = prices or PriceTable()
         self.processors = list(processors)
         self.journal = journal
@@ -222,7 +229,11 @@ class RLM:
         journal = None
         if self.journal:
             journal = Journal.create(
-                run_id, question=question, context=ctx, config=self._spec, root=self.runs_root
+                run_id,
+                question=question,
+                context=ctx,
+                config=self.config.to_dict(),
+                root=self.runs_root,
             )
         return await self._execute(question, ctx, run_id, journal, None, trace, processors)
 
@@ -279,25 +290,31 @@ class RLM:
             if journal is not None:
                 with contextlib.suppress(sqlite3.Error):
                     journal.set_meta("trace", str(writer.path.resolve()))
-        budget = Budget(self.limits, self.prices)
-        gate = LMGate(
-            budget,
-            tracer,
-            self.limits.max_concurrency,
-            journal=journal,
-            replay=replay,
-            cache=self.cache,
-        )
+        warnings: list[str] = []
+        budget = Budget(self.limits, self.prices, warn=warnings.append)
+        sink = JournalSink(journal, warnings.append) if journal is not None else None
+        limit = asyncio.Semaphore(self.limits.max_concurrency)
+
+        def wrap(lm: LM) -> LM:
+            return compose(
+                lm, limit=limit, cache=self.cache, prices=self.prices, journal=sink, replay=replay
+            )
+
         tree = Tree(
             root_lm=self.root_lm,
             sub_lm=self.sub_lm,
             models=self.models,
             config=self.config,
+            sandbox_factory=self.sandbox_factory,
+            sandbox_config=self.sandbox_config,
+            profile=self.profile,
             budget=budget,
             tracer=tracer,
-            gate=gate,
+            gate=LMGate(budget, tracer, wrap),
             run_id=run_id,
-            journal=journal,
+            slots=SandboxSlots.for_limits(self.limits),
+            journal=sink,
+            warnings=warnings,
         )
         status, summary = "interrupted", {}
         try:
@@ -305,7 +322,7 @@ class RLM:
             status = "final" if not result.partial else "stopped"
             summary = result.to_dict()
         except RecursaError as exc:
-            partial = getattr(exc, "result", None)
+            partial = exc.result
             status, summary = "failed", (partial.to_dict() if partial else {"error": str(exc)})
             raise
         finally:
@@ -321,19 +338,40 @@ class RLM:
         return result
 
     @classmethod
-    def from_journal(cls, run_id: str, *, runs_root: str | Path | None = None, **overrides: Any):
+    def from_journal(
+        cls, run_id: str, *, runs_root: str | Path | None = None, **overrides: Any
+    ) -> RLM:
         """An RLM configured as run ``run_id`` was (models by name, limits, sandbox...), for
         resuming it from another process. Keyword arguments override the stored settings."""
         journal = Journal.open(run_id, root=Path(runs_root) if runs_root else None)
         try:
-            spec = dict(journal.meta("config") or {})
+            config = RunConfig.from_dict(journal.meta("config") or {})
         finally:
             journal.close()
-        limits = Limits(**spec.pop("limits", {}))
-        if spec.get("sandbox") is None:
-            spec.pop("sandbox", None)
-        spec.update(overrides)
-        return cls(limits=limits, runs_root=runs_root, **spec)
+        return cls.from_config(config, runs_root=runs_root, **overrides)
+
+    @classmethod
+    def from_config(cls, config: RunConfig, **objects: Any) -> RLM:
+        """An RLM built from ``config``; keyword arguments (objects such as ``api_key``,
+        ``prices``, ``cache``, ``processors``, or any setting) override or complete it."""
+        kwargs: dict[str, Any] = {
+            "limits": config.limits,
+            "base_url": config.base_url,
+            "prompt_profile": config.prompt_profile,
+            "temperature": config.temperature,
+            "max_output_tokens": config.max_output_tokens,
+            "sub_calls": config.sub_calls,
+            "models": config.models,
+            "call_timeout_s": config.call_timeout_s,
+            "max_retries": config.max_retries,
+            "journal": config.journal,
+        }
+        if config.sandbox is not None:
+            kwargs["sandbox"] = config.sandbox
+        kwargs.update(objects)
+        model = kwargs.pop("model", config.model)
+        sub_model = kwargs.pop("sub_model", config.sub_model)
+        return cls(model, sub_model, **kwargs)
 
     def run(
         self,
@@ -359,9 +397,8 @@ class RLM:
         question: str | None = None,
     ) -> Result:
         """Blocking :meth:`aresume`; ``RLM.resume(run_id)`` on the class works too."""
-        return _run_sync(
-            self.aresume(run_id, trace=trace, processors=processors, question=question)
-        )
+        resumed = self.aresume(run_id, trace=trace, processors=processors, question=question)
+        return cast(Result, _run_sync(resumed))
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the models this RLM created (they reopen on next use)."""

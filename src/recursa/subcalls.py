@@ -1,53 +1,89 @@
 """What happens on the host when model code calls ``llm_query`` and friends.
 
-Every request is checked against the shared budget before it runs. ``llm_query`` is one LM call
-on the sub model. ``rlm_query`` starts a child :class:`~recursa.engine.Engine` one level deeper
-with its own sandbox, or, past ``max_depth``, makes a plain LM call. A child starts its sandbox
-only once one of the tree's ``max_sandboxes`` slots is free and its first call is reserved, so
-a batch of a hundred children runs a few at a time and stops starting them when the budget
-ends. Batches run concurrently (bounded by the tree's concurrency limit), keep their order, and
-turn a failed item into an error string instead of failing the whole batch.
+The functions themselves are rows of one table (:mod:`recursa.sandbox.functions`); this module
+binds a handler to each row's ``handler`` name: ``llm`` is one LM call on the sub model, ``rlm``
+starts a child RLM one level deeper (through the ``spawn`` callable the engine injects), or,
+past ``max_depth``, makes a plain LM call. Every request is checked against the shared budget
+before it runs, and each call's LM usage is charged by the run's LM gate (:mod:`recursa.gate`).
+
+A child starts its sandbox only once one of the tree's ``max_sandboxes`` slots is free and its
+first call is reserved, so a batch of a hundred children runs a few at a time and stops starting
+them when the budget ends. Batches run concurrently (bounded by the tree's concurrency limit),
+keep their order, and turn a failed item into an error string instead of failing the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from recursa.context import load_context
-from recursa.limits import BudgetExhausted
+from recursa.context import Context, load_context
+from recursa.limits import BudgetExhausted, UsageMeter
 from recursa.lm.base import LM
+from recursa.prompts import render_text
 from recursa.sandbox.base import CallRefused
+from recursa.sandbox.functions import DEFAULT_FUNCTIONS, Entry, FunctionTable
 from recursa.trace.spans import Span
-from recursa.types import Message
+from recursa.types import Message, Result
 
 if TYPE_CHECKING:
-    from recursa.engine import Engine
+    from recursa.engine import Tree
 
-__all__ = ["SubCalls"]
+__all__ = ["ChildSpawner", "SubCalls"]
+
+#: Runs a child RLM one level deeper: ``(question, context, parent span) -> its Result``.
+ChildSpawner = Callable[[str, Context, Span], Awaitable[Result]]
+Handler = Callable[[Mapping[str, Any], Span], Awaitable[str]]
 
 
 def _error_item(fn: str, exc: BaseException) -> str:
     if isinstance(exc, BudgetExhausted):
-        return f"[{fn} error: budget exhausted: {exc.detail}]"
-    return f"[{fn} error: {type(exc).__name__}: {exc}]"
+        return render_text("batch_item_budget", fn=fn, detail=exc.detail)
+    return render_text("batch_item_error", fn=fn, error=f"{type(exc).__name__}: {exc}")
 
 
 class SubCalls:
-    """The ``on_call`` handler of one engine's sandbox."""
+    """The ``on_call`` handler of one engine's sandbox.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.tree = engine.tree
+    ``depth`` is the engine's; sub-calls run one deeper. ``meter`` receives the usage of every
+    call this engine's code makes; ``spawn`` runs a child RLM. :meth:`serving` names the span of
+    the cell whose code is running, the parent of the spans its calls make.
+    """
+
+    def __init__(
+        self,
+        tree: Tree,
+        *,
+        depth: int,
+        meter: UsageMeter,
+        spawn: ChildSpawner,
+        functions: FunctionTable = DEFAULT_FUNCTIONS,
+    ) -> None:
+        self.tree = tree
+        self.depth = depth
+        self.meter = meter
+        self.spawn = spawn
+        self.functions = functions
+        self._handlers: dict[str, Handler] = {"llm": self._llm_item, "rlm": self._rlm_item}
         self._refusals = 0
+        self._cell_span: Span | None = None
 
-    async def handle(self, fn: str, args: dict[str, Any]) -> Any:
+    @contextlib.contextmanager
+    def serving(self, cell_span: Span) -> Iterator[None]:
+        """Calls made while this block runs belong to ``cell_span``."""
+        previous, self._cell_span = self._cell_span, cell_span
+        try:
+            yield
+        finally:
+            self._cell_span = previous
+
+    async def __call__(self, fn: str, args: dict[str, Any]) -> Any:
         tree = self.tree
         if not tree.config.sub_calls:
-            raise CallRefused(
-                f"{fn} is turned off for this run: solve the task with code alone", kind="error"
-            )
+            raise CallRefused(render_text("sub_calls_off", fn=fn), kind="error")
         if tree.budget.exhausted is not None:
             # The first call past the budget is refused; code that keeps calling is killed.
             self._refusals += 1
@@ -56,12 +92,13 @@ class SubCalls:
                 kind="budget",
                 kill=self._refusals > 1,
             )
+        entry = self.functions.get(fn)
+        if entry is None:
+            raise CallRefused(f"unknown function {fn}")
         n = len(args.get("prompts") or []) or 1
-        span = tree.tracer.start(
-            "sub_call", fn, self.engine.cell_span, fn=fn, n=n, depth=self.engine.depth
-        )
+        span = tree.tracer.start("sub_call", fn, self._cell_span, fn=fn, n=n, depth=self.depth)
         try:
-            value = await self._dispatch(fn, args, span)
+            value = await self._dispatch(entry, args, span)
         except BudgetExhausted as exc:
             tree.tracer.end(span, error=exc.detail)
             raise CallRefused(f"budget exhausted: {exc.detail}", kind="budget") from None
@@ -71,28 +108,24 @@ class SubCalls:
         tree.tracer.end(span)
         return value
 
-    async def _dispatch(self, fn: str, args: dict[str, Any], span: Span) -> Any:
-        model = args.get("model")
-        if fn == "llm_query":
-            return await self.llm(args["prompt"], model, span)
-        if fn == "llm_query_batched":
-            lm = self._pick(model)  # an unknown model fails the whole batch, once
-            return await self._batch(fn, [self.llm(p, lm, span) for p in args["prompts"]])
-        if fn == "rlm_query":
-            return await self.rlm(args["prompt"], args.get("context"), span)
-        if fn == "rlm_query_batched":
-            jobs = [
-                self.rlm(p, c, span) for p, c in zip(args["prompts"], args["contexts"], strict=True)
-            ]
-            return await self._batch(fn, jobs)
-        raise CallRefused(f"unknown function {fn}")
+    # kept for callers that pass the bound method as the sandbox's handler
+    handle = __call__
 
-    async def _batch(self, fn: str, jobs: list) -> list[str]:
+    async def _dispatch(self, entry: Entry, args: Mapping[str, Any], span: Span) -> Any:
+        handler = self._handlers[entry.handler]
+        if "model" in args:
+            self._pick(args.get("model"))  # an unknown model fails the whole call, once
+        if not entry.batch:
+            return await handler(args, span)
+        jobs = [handler(item, span) for item in entry.items(args)]
+        return await self._batch(entry.name.removesuffix("_batched"), jobs)
+
+    async def _batch(self, fn: str, jobs: list[Awaitable[str]]) -> list[str]:
         results = await asyncio.gather(*jobs, return_exceptions=True)
         out: list[str] = []
         for r in results:
             if isinstance(r, Exception):
-                out.append(_error_item(fn.removesuffix("_batched"), r))
+                out.append(_error_item(fn, r))
             elif isinstance(r, BaseException):  # cancellation, Ctrl-C: not one item's failure
                 raise r
             else:
@@ -112,24 +145,27 @@ class SubCalls:
             )
         return lm
 
+    # ---- handlers: one item each ---------------------------------------------------------------
+    async def _llm_item(self, args: Mapping[str, Any], parent: Span) -> str:
+        return await self.llm(str(args["prompt"]), args.get("model"), parent)
+
+    async def _rlm_item(self, args: Mapping[str, Any], parent: Span) -> str:
+        return await self.rlm(str(args["prompt"]), args.get("context"), parent)
+
     async def llm(self, prompt: str, model: str | LM | None, parent: Span) -> str:
-        lm = self._pick(model)
         completion = await self.tree.gate.complete(
-            lm,
+            self._pick(model),
             [Message.user(prompt)],
             self.tree.config.sub_settings,
             role="sub",
-            depth=self.engine.depth + 1,
+            depth=self.depth + 1,
             parent=parent,
-            meter=self.engine.meter,
+            meter=self.meter,
         )
         return completion.text
 
     async def rlm(self, prompt: str, context: Any, parent: Span) -> str:
-        from recursa.engine import Engine
-
-        depth = self.engine.depth + 1
-        if depth > self.tree.config.limits.max_depth:
+        if self.depth + 1 > self.tree.config.limits.max_depth:
             # Past the depth limit a child is a plain call on the prompt (and its context).
             if context is not None:
                 text = (
@@ -141,16 +177,7 @@ class SubCalls:
         # and reserves its first call before its worker starts (see Engine.run).
         self.tree.budget.check()
         ctx = load_context(context if context is not None else prompt)
-        path = f"{self.engine.path}.{next(self.engine.children)}"
-        child = Engine(
-            self.tree,
-            depth=depth,
-            lm=self.tree.sub_lm,
-            parent_span=parent,
-            path=path,
-            parent_meter=self.engine.meter,
-        )
-        result = await child.run(prompt, ctx)
+        result = await self.spawn(prompt, ctx, parent)
         if result.answer:
             return result.answer
-        return f"[rlm_query: the child stopped ({result.stop_reason.value}) without an answer]"
+        return render_text("child_no_answer", stop=result.stop_reason.value)

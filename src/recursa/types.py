@@ -127,12 +127,14 @@ class LMSettings:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """What a backend returns for one call."""
+    """What a backend returns for one call. ``source`` says where the answer came from: the
+    ``model``, a resumed run's ``journal`` or the call ``cache`` (set by the LM wrappers)."""
 
     text: str
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     finish_reason: str | None = None
+    source: Literal["model", "journal", "cache"] = "model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +192,6 @@ class Result:
     detail: str = ""
     trace_path: Path | None = None
     spans: tuple[Any, ...] = ()
-    messages: tuple[Message, ...] = ()
     warnings: tuple[str, ...] = ()
     cache_hits: int = 0
     saved_usd: float = 0.0

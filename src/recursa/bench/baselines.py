@@ -18,6 +18,7 @@ from recursa.bench.tasks import Task, context_sha256, context_text
 from recursa.errors import LMRequestError, MissingDependencyError
 from recursa.gate import LMGate
 from recursa.limits import CHARS_PER_TOKEN, Budget, BudgetExhausted, approx_tokens
+from recursa.lm.wrappers import compose
 from recursa.trace.jsonl import JSONLWriter
 from recursa.trace.spans import Tracer
 from recursa.types import LMSettings, Message, StopReason
@@ -76,7 +77,12 @@ class _Run:
         self.writer = JSONLWriter(self.path, run_id=f"{task.task_id}.{name}")
         self.tracer = Tracer([self.writer], run_id=f"{task.task_id}.{name}")
         self.budget = Budget(env.limits, env.prices)
-        self.gate = LMGate(self.budget, self.tracer, env.limits.max_concurrency, cache=env.cache)
+        limit = asyncio.Semaphore(env.limits.max_concurrency)
+        self.gate = LMGate(
+            self.budget,
+            self.tracer,
+            lambda lm: compose(lm, limit=limit, cache=env.cache, prices=env.prices),
+        )
         self.settings = LMSettings(
             temperature=env.temperature, max_output_tokens=env.max_output_tokens
         )
@@ -119,8 +125,8 @@ class _Run:
             stop_reason=stop.value,
             usage=self.budget.usage,
             wall_time_s=time.monotonic() - self.started,
-            cache_hits=self.budget.cache_hits,
-            saved_usd=self.budget.saved_usd,
+            cache_hits=self.budget.ledger.cache_hits,
+            saved_usd=self.budget.ledger.saved_usd,
             trace_path=self.path,
             notes=dict(self.notes, **({"detail": detail} if detail else {})),
         )

@@ -20,7 +20,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from recursa.types import CellResult
 
-__all__ = ["CallHandler", "CallRefused", "Sandbox", "SandboxConfig", "SandboxWarning"]
+__all__ = [
+    "CallHandler",
+    "CallRefused",
+    "HasWorkerProcess",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxWarning",
+]
 
 CallHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
@@ -97,7 +104,16 @@ class SandboxConfig:
 
 @runtime_checkable
 class Sandbox(Protocol):
-    """Where model code runs. One instance serves one RLM (the root or one child)."""
+    """Where model code runs. One instance serves one RLM (the root or one child).
+
+    Every tier has all of this; optional features are their own protocols
+    (:class:`HasWorkerProcess`), checked with ``isinstance``.
+    """
+
+    @property
+    def alive(self) -> bool:
+        """True while the sandbox can run a cell (started, not shut down, worker not dead)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -121,6 +137,11 @@ class Sandbox(Protocol):
         """The variable ``name`` as text, or ``None`` if it does not exist."""
         ...
 
+    async def set_var(self, name: str, value: Any) -> None:
+        """Bind ``name`` to ``value`` (JSON-able: str, numbers, lists, dicts) in the REPL.
+        Unlike a context it is not restored after a restart."""
+        ...
+
     async def restart(self) -> None:
         """Replace a dead (or live) worker with a fresh one; contexts are reloaded."""
         ...
@@ -130,3 +151,14 @@ class Sandbox(Protocol):
     def isolation(self) -> dict[str, Any]:
         """What this sandbox protects against on this machine (for ``recursa doctor``)."""
         ...
+
+
+@runtime_checkable
+class HasWorkerProcess(Protocol):
+    """A sandbox whose code runs in a worker process of this machine (``process``, ``docker``
+    and ``wasm`` tiers): its pid, and what it last wrote to stderr (for crash reports)."""
+
+    @property
+    def worker_pid(self) -> int | None: ...
+
+    def stderr_tail(self) -> str: ...

@@ -15,9 +15,9 @@ import struct
 from typing import Any
 
 from recursa.errors import ProtocolError
+from recursa.sandbox.functions import DEFAULT_FUNCTIONS, FunctionTable
 
 __all__ = [
-    "CALL_FUNCTIONS",
     "HEADER",
     "encode_frame",
     "read_frame",
@@ -26,8 +26,6 @@ __all__ = [
 ]
 
 HEADER = struct.Struct(">I")
-CALL_FUNCTIONS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
-MAX_BATCH = 10_000
 
 
 def encode_frame(msg: dict[str, Any]) -> bytes:
@@ -82,34 +80,11 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
-def _str_list(value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ProtocolError(f"call frame: {what} must be a list of strings")
-    if len(value) > MAX_BATCH:
-        raise ProtocolError(f"call frame: {len(value)} items in one batch (limit {MAX_BATCH})")
-    return value
-
-
-def _validate_call(msg: dict[str, Any]) -> None:
-    fn = _need(msg, "fn", str)
-    if fn not in CALL_FUNCTIONS:
-        raise ProtocolError(f"call frame: unknown function {fn!r}")
-    args = _need(msg, "args", dict)
-    model = args.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ProtocolError("call frame: model must be a string or null")
-    if fn in ("llm_query", "rlm_query"):
-        _need(args, "prompt", str)
-    else:
-        prompts = _str_list(args.get("prompts"), "prompts")
-        if fn == "rlm_query_batched":
-            contexts = args.get("contexts")
-            if not isinstance(contexts, list) or len(contexts) != len(prompts):
-                raise ProtocolError("call frame: contexts must be a list as long as prompts")
-
-
-def validate_worker_message(msg: Any) -> dict[str, Any]:
-    """Check that ``msg`` is a well-formed worker -> host message; return it."""
+def validate_worker_message(
+    msg: Any, functions: FunctionTable = DEFAULT_FUNCTIONS
+) -> dict[str, Any]:
+    """Check that ``msg`` is a well-formed worker -> host message; return it. A ``call``
+    frame must name one of ``functions`` with arguments that fit it."""
     if not isinstance(msg, dict):
         raise ProtocolError("the worker sent a frame that is not a JSON object")
     kind = msg.get("type")
@@ -122,7 +97,7 @@ def validate_worker_message(msg: Any) -> dict[str, Any]:
                 raise ProtocolError(f"result frame: {key} must be a string or null")
     elif kind == "call":
         _need(msg, "id", int)
-        _validate_call(msg)
+        functions.check(msg.get("fn"), msg.get("args"))
     elif kind == "var":
         _need(msg, "found", bool)
         if msg.get("value") is not None and not isinstance(msg["value"], str):

@@ -17,6 +17,7 @@ per cell with a cap.
 from __future__ import annotations
 
 import ast
+import inspect
 import io
 import itertools
 import json
@@ -26,19 +27,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+JSON = dict[str, Any]  # one frame, or the arguments of a call
+Call = Callable[[str, JSON], Any]
 
 _HEADER = struct.Struct(">I")
 _REPL_FILENAME = "<repl>"
-# Names the model's code gets; restored after every cell if the code overwrote them.
-_BUILTIN_NAMES = (
-    "llm_query",
-    "llm_query_batched",
-    "rlm_query",
-    "rlm_query_batched",
-    "FINAL",
-    "FINAL_VAR",
-    "SHOW_VARS",
-)
 
 
 class LLMQueryError(RuntimeError):
@@ -65,7 +61,7 @@ class CappedWriter(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, s) -> int:  # type: ignore[override]
+    def write(self, s: Any) -> int:
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         with self._lock:
@@ -87,11 +83,11 @@ class CappedWriter(io.TextIOBase):
 # ---- the REPL -------------------------------------------------------------------------------
 
 
-def _describe(value) -> str:
+def _describe(value: object) -> str:
     """A one-line summary of a variable for SHOW_VARS."""
     kind = type(value).__name__
     try:
-        size = len(value)
+        size = len(value)  # type: ignore[arg-type]  # anything sized; the rest fails below
     except Exception:
         return kind
     return f"{kind}, len {size}"
@@ -104,53 +100,25 @@ class Repl:
     :class:`LLMQueryError` / :class:`BudgetExhaustedError`.
     """
 
-    def __init__(self, call, max_output_chars: int = 100_000) -> None:
+    def __init__(
+        self, call: Call, max_output_chars: int = 100_000, functions: Iterable[JSON] = ()
+    ) -> None:
         self._call = call
         self.max_output_chars = max_output_chars
-        self.namespace: dict = {"__name__": "__repl__", "__builtins__": __builtins__}
+        self.namespace: JSON = {"__name__": "__repl__", "__builtins__": __builtins__}
         self.final: str | None = None
         self._builtins = self._make_builtins()
+        for spec in functions:  # the host's function table, from the init frame
+            self._builtins[spec["name"]] = host_function(call, spec)
         self.namespace.update(self._builtins)
 
-    # -- functions the model's code calls --
-    def _make_builtins(self) -> dict:
-        call = self._call
-
-        def llm_query(prompt, model=None):
-            """Ask a language model one question; returns its answer as a string."""
-            return call("llm_query", {"prompt": str(prompt), "model": model})
-
-        def llm_query_batched(prompts, model=None):
-            """Ask many questions concurrently; answers come back in order. A failed item comes
-            back as a string starting with '[llm_query error' instead of failing the batch."""
-            items = [str(p) for p in prompts]
-            if not items:
-                return []
-            return call("llm_query_batched", {"prompts": items, "model": model})
-
-        def rlm_query(prompt, context=None):
-            """Start a child RLM (its own REPL, one level deeper) on `context`; returns its
-            answer. Past the depth limit it is a plain language-model call."""
-            return call("rlm_query", {"prompt": str(prompt), "context": _jsonable(context)})
-
-        def rlm_query_batched(prompts, contexts=None):
-            """Run several child RLMs concurrently; answers come back in order."""
-            items = [str(p) for p in prompts]
-            if contexts is None:
-                ctxs = [None] * len(items)
-            else:
-                ctxs = [_jsonable(c) for c in contexts]
-                if len(ctxs) != len(items):
-                    raise ValueError("rlm_query_batched: prompts and contexts differ in length")
-            if not items:
-                return []
-            return call("rlm_query_batched", {"prompts": items, "contexts": ctxs})
-
-        def FINAL(value):
+    # -- functions the model's code calls (besides the host's) --
+    def _make_builtins(self) -> dict[str, Callable[..., Any]]:
+        def FINAL(value: object) -> None:
             """End the run with `value` as the answer."""
             self.final = value if isinstance(value, str) else _to_text(value)
 
-        def FINAL_VAR(name):
+        def FINAL_VAR(name: object) -> None:
             """End the run with the variable named `name` as the answer."""
             if isinstance(name, str):
                 if name not in self.namespace:
@@ -160,7 +128,7 @@ class Repl:
                 value = name
             self.final = value if isinstance(value, str) else _to_text(value)
 
-        def SHOW_VARS():
+        def SHOW_VARS() -> dict[str, str]:
             """Print and return the variables defined so far (name -> type and size)."""
             found = {
                 k: _describe(v)
@@ -172,34 +140,32 @@ class Repl:
             return found
 
         return {
-            "llm_query": llm_query,
-            "llm_query_batched": llm_query_batched,
-            "rlm_query": rlm_query,
-            "rlm_query_batched": rlm_query_batched,
             "FINAL": FINAL,
             "FINAL_VAR": FINAL_VAR,
             "SHOW_VARS": SHOW_VARS,
         }
 
     def restore_builtins(self) -> None:
-        for name in _BUILTIN_NAMES:
+        """Names the model's code gets are put back after every cell it overwrote them in."""
+        for name in self._builtins:
             if self.namespace.get(name) is not self._builtins[name]:
                 self.namespace[name] = self._builtins[name]
 
-    def set_var(self, name: str, value) -> None:
+    def set_var(self, name: str, value: Any) -> None:
         self.namespace[name] = value
 
-    def _compile(self, code: str):
+    def _compile(self, code: str) -> tuple[Any, Any]:
         """Compile like a notebook cell: a trailing expression's value is printed."""
         tree = ast.parse(code, filename=_REPL_FILENAME, mode="exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         body = compile(tree, _REPL_FILENAME, "exec")
         tail = compile(last, _REPL_FILENAME, "eval") if last is not None else None
         return body, tail
 
-    def run_cell(self, code: str) -> dict:
+    def run_cell(self, code: str) -> JSON:
         """Run one cell; return stdout, error text and the final answer if one was given."""
         self.final = None
         out = CappedWriter(self.max_output_chars)
@@ -231,23 +197,76 @@ class Repl:
         }
 
 
-def _jsonable(value):
-    """Contexts sent to child RLMs must survive JSON: str, numbers, lists, dicts of str keys."""
+def _jsonable(value: object, what: str = "rlm_query context") -> Any:
+    """Values sent to the host (a child RLM's context) must survive JSON: str, numbers, lists,
+    dicts of str keys."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, what) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, what) for k, v in value.items()}
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     raise TypeError(
-        f"rlm_query context must be str, list or dict (got {type(value).__name__}); "
+        f"{what} must be str, list or dict (got {type(value).__name__}); "
         "convert it first, e.g. with str()"
     )
 
 
-def _to_text(value) -> str:
+def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
+    """A Python function for one entry of the host's function table (see
+    ``recursa/sandbox/functions.py``): it binds its arguments like a real function, converts
+    each by its kind, and sends one ``call`` frame through ``call(name, args)``."""
+    name, params, batch = str(spec["name"]), list(spec["params"]), bool(spec.get("batch"))
+    base = name.removesuffix("_batched")
+    signature = inspect.Signature(
+        [
+            inspect.Parameter(
+                str(p["name"]),
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=inspect.Parameter.empty if p.get("required") else None,
+            )
+            for p in params
+        ]
+    )
+    lists = [p for p in params if p["kind"] in ("texts", "jsons")]
+
+    def convert(p: JSON, value: Any) -> Any:
+        kind, what = p["kind"], f"{base} {str(p['name']).removesuffix('s') if batch else p['name']}"
+        if kind == "text":
+            return str(value)
+        if kind == "json":
+            return _jsonable(value, what)
+        if kind == "texts":
+            return [str(v) for v in value]
+        if kind == "jsons":
+            return None if value is None else [_jsonable(v, what) for v in value]
+        return value  # "model": checked by the host
+
+    def function(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        payload = {p["name"]: convert(p, bound.arguments[p["name"]]) for p in params}
+        if batch:
+            first = lists[0]["name"]
+            n = len(payload[first])
+            for p in lists[1:]:
+                if payload[p["name"]] is None:
+                    payload[p["name"]] = [None] * n
+                elif len(payload[p["name"]]) != n:
+                    raise ValueError(f"{name}: {first} and {p['name']} differ in length")
+            if not n:
+                return []
+        return call(name, payload)
+
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = spec.get("doc")
+    function.__signature__ = signature  # type: ignore[attr-defined]
+    return function
+
+
+def _to_text(value: object) -> str:
     if isinstance(value, (list, dict, tuple)):
         try:
             return json.dumps(value, ensure_ascii=False, default=str)
@@ -256,7 +275,7 @@ def _to_text(value) -> str:
     return str(value)
 
 
-def _answer_dict(answer) -> str | None:
+def _answer_dict(answer: object) -> str | None:
     if isinstance(answer, dict) and answer.get("ready") is True:
         content = answer.get("content", "")
         return content if isinstance(content, str) else _to_text(content)
@@ -295,7 +314,7 @@ class FrameChannel:
             view = view[written:]
 
     def _read_exact(self, n: int) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while n:
             chunk = self._read_chunk(min(n, 1 << 20))
             if not chunk:
@@ -304,11 +323,12 @@ class FrameChannel:
             n -= len(chunk)
         return b"".join(chunks)
 
-    def recv(self) -> dict:
+    def recv(self) -> JSON:
         (size,) = _HEADER.unpack(self._read_exact(_HEADER.size))
-        return json.loads(self._read_exact(size))
+        msg: JSON = json.loads(self._read_exact(size))
+        return msg
 
-    def send(self, msg: dict) -> None:
+    def send(self, msg: JSON) -> None:
         # Lone surrogates (from undecodable input) become "?": the host only accepts valid UTF-8.
         body = json.dumps(msg, ensure_ascii=False).encode("utf-8", errors="replace")
         with self.write_lock:
@@ -319,7 +339,7 @@ class CallbackChannel(FrameChannel):
     """Frames over two blocking callables instead of file descriptors (the WebAssembly tier,
     where the runner hands Python a synchronous read of its stdin and a write to its stdout)."""
 
-    def __init__(self, read, write) -> None:
+    def __init__(self, read: Callable[[int], bytes], write: Callable[[bytes], None]) -> None:
         super().__init__(-1, -1)
         self._read = read
         self._write = write
@@ -331,9 +351,9 @@ class CallbackChannel(FrameChannel):
         self._write(data)
 
 
-def _apply_rlimits(limits: dict) -> list[str]:
+def _apply_rlimits(limits: JSON) -> list[str]:
     """Apply resource limits to this process; return the names of those that took."""
-    applied = []
+    applied: list[str] = []
     try:
         import resource
     except ImportError:  # not on this platform
@@ -361,7 +381,7 @@ def _apply_rlimits(limits: dict) -> list[str]:
     return applied
 
 
-def _die_with_host(host_pid: int) -> list:
+def _die_with_host(host_pid: int) -> list[str]:
     """Have Linux SIGKILL this worker when the host that started it dies (PR_SET_PDEATHSIG),
     so a host killed mid-cell does not leave a worker running on its own."""
     if not sys.platform.startswith("linux"):
@@ -427,18 +447,18 @@ def _cap_threads(limit: int, *, nproc: bool = True) -> list[str]:
     worker in a pids cgroup where it can make one (see ``_host.py``)."""
     import _thread
 
-    applied = []
+    applied: list[str] = []
     lock = _thread.allocate_lock()
     live = [1]  # the main thread
 
-    def capped(start):
-        def start_capped(function, *args, **kwargs):
+    def capped(start: Callable[..., Any]) -> Callable[..., Any]:
+        def start_capped(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             with lock:
                 if live[0] >= limit:
                     raise RuntimeError(f"can't start new thread: the sandbox allows {limit}")
                 live[0] += 1
 
-            def run(*a, **kw):
+            def run(*a: Any, **kw: Any) -> Any:
                 try:
                     return function(*a, **kw)
                 finally:
@@ -468,18 +488,18 @@ def _cap_threads(limit: int, *, nproc: bool = True) -> list[str]:
         try:
             import resource
 
-            nproc = _user_tasks(os.getuid()) + limit
+            tasks = _user_tasks(os.getuid()) + limit
             _soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
             if hard != resource.RLIM_INFINITY:
-                nproc = min(nproc, hard)
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+                tasks = min(tasks, hard)
+            resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
             applied.append("nproc")
         except (ImportError, OSError, ValueError):
             pass
     return applied
 
 
-def _apply_hardening(options: dict, scratch: str) -> list[str]:
+def _apply_hardening(options: JSON, scratch: str) -> list[str]:
     """Extra protections installed by stronger tiers (seccomp, Landlock). Stub-free: a tier
     that wants them passes a module path in ``options['module']`` exposing ``apply(options)``
     returning the names of the protections applied."""
@@ -506,7 +526,7 @@ class Worker:
         self.repl: Repl | None = None
         self._budget_gone = False
 
-    def call(self, fn: str, args: dict):
+    def call(self, fn: str, args: JSON) -> Any:
         """Send a sub-call request to the host and block for its response."""
         if self._budget_gone:
             raise BudgetExhaustedError("the run's budget is used up; no more sub-calls")
@@ -523,7 +543,7 @@ class Worker:
             raise BudgetExhaustedError(msg.get("error") or "budget exhausted")
         raise LLMQueryError(msg.get("error") or "sub-call failed")
 
-    def handle_init(self, msg: dict) -> dict:
+    def handle_init(self, msg: JSON) -> JSON:
         scratch = msg.get("scratch") or os.getcwd()
         os.makedirs(scratch, exist_ok=True)  # exists already, except in an in-memory file system
         os.chdir(scratch)
@@ -538,7 +558,9 @@ class Worker:
         hardening_s = time.perf_counter() - started
         if "die-with-host" in applied:
             _watch_host(host_pid)  # after hardening, which needs a single-threaded worker
-        self.repl = Repl(self.call, int(msg.get("max_output_chars") or 100_000))
+        self.repl = Repl(
+            self.call, int(msg.get("max_output_chars") or 100_000), msg.get("functions") or ()
+        )
         return {
             "type": "ready",
             "pid": os.getpid(),
@@ -547,7 +569,7 @@ class Worker:
             "hardening_s": hardening_s,
         }
 
-    def handle(self, msg: dict) -> dict | None:
+    def handle(self, msg: JSON) -> JSON | None:
         kind = msg.get("type")
         repl = self.repl
         if kind == "init":
@@ -589,7 +611,7 @@ class Worker:
                 self.channel.send(reply)
 
 
-def _load_value(msg: dict):
+def _load_value(msg: JSON) -> Any:
     """A context value from a file the host wrote (``path``), or sent inline (``data``) by
     tiers whose worker cannot see the host's files."""
     fmt = msg.get("format", "text")

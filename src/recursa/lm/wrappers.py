@@ -1,0 +1,235 @@
+"""Cross-cutting concerns of an LM call, each a wrapper around the LM seam.
+
+A wrapper is an :class:`~recursa.lm.base.LM` holding another; it declares the same ``name`` and
+``capabilities`` and adds one concern to ``complete``:
+
+- :class:`ReplayLM`: answers requests a resumed run's journal holds (``source="journal"``);
+- :class:`JournalingLM`: commits every response to the run's journal before it is used;
+- :class:`CachedLM`: answers deterministic requests from the shared call cache
+  (``source="cache"``) and stores the model's answers in it;
+- :class:`ConcurrencyLimitedLM`: bounds the model calls in flight across a run's tree.
+
+:func:`compose` stacks them in the one order that is right (replay, journal, cache, limit,
+model): a replayed answer is not journaled twice, a cache hit is journaled so a resumed run
+replays it, and only real model calls wait for a concurrency slot. The budget is not a wrapper:
+it lives in :mod:`recursa.gate`, which reserves, settles and charges around the composed call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from recursa.lm.base import LM, BaseLM
+from recursa.store import request_key
+from recursa.types import CellResult, Completion, LMSettings, Message
+
+if TYPE_CHECKING:
+    from recursa.cache import CallCache
+    from recursa.journal import Journal, Replay
+    from recursa.pricing import PriceTable
+
+__all__ = [
+    "CachedLM",
+    "CallScope",
+    "ConcurrencyLimitedLM",
+    "JournalSink",
+    "JournalingLM",
+    "ReplayLM",
+    "WrapperLM",
+    "call_scope",
+    "compose",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CallScope:
+    """Who makes the call in flight: ``root`` turn or ``sub`` call, and at which depth."""
+
+    role: str = "sub"
+    depth: int = 0
+
+
+#: Set by the run's LM gate around each call, for wrappers that record who made it.
+_NO_SCOPE = CallScope()
+call_scope: ContextVar[CallScope] = ContextVar("recursa_call_scope", default=_NO_SCOPE)
+
+
+class WrapperLM(BaseLM):
+    """An LM that adds one concern around another; it never closes the LM it wraps."""
+
+    def __init__(self, inner: LM) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.capabilities = inner.capabilities
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        return await self.inner.complete(messages, settings)
+
+
+class _Keys:
+    """Request keys, computed once per request however many wrappers ask for it."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, Sequence[Message], int, LMSettings | None, str] | None = None
+
+    def __call__(self, name: str, messages: Sequence[Message], settings: LMSettings | None) -> str:
+        last = self._last
+        if (
+            last is not None
+            and last[0] == name
+            and last[1] is messages
+            and last[2] == len(messages)
+            and last[3] == settings
+        ):
+            return last[4]
+        key = request_key(name, messages, settings)
+        # Holding the messages keeps their identity from being reused by another request.
+        self._last = (name, messages, len(messages), settings, key)
+        return key
+
+
+class ReplayLM(WrapperLM):
+    """Answers the requests a resumed run's journal holds, in the order they were made."""
+
+    def __init__(self, inner: LM, replay: Replay, keys: Callable[..., str] = request_key) -> None:
+        super().__init__(inner)
+        self.replay = replay
+        self._key = keys
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        done = self.replay.take(self._key(self.name, messages, settings))
+        if done is not None:
+            return replace(done, source="journal")
+        return await self.inner.complete(messages, settings)
+
+
+class JournalSink:
+    """A run's journal, the one place that writes to it: LM responses (through
+    :class:`JournalingLM`) and code cells (from the engine). A journal that fails stops
+    journaling for the whole run (which goes on, but cannot be resumed) and says so once."""
+
+    def __init__(self, journal: Journal, warn: Callable[[str], None]) -> None:
+        self.journal: Journal | None = journal
+        self._warn = warn
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        self._warn(f"journaling stopped ({exc}); this run cannot be resumed")
+        self.journal = None
+
+    def record_lm(self, key: str, model: str, scope: CallScope, completion: Completion) -> None:
+        if self.journal is None:
+            return
+        try:
+            self.journal.record_lm(key, model, scope.role, scope.depth, completion)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def record_cell(self, engine: str, code: str, result: CellResult) -> str | None:
+        """Record a cell (or compare it with the journaled one when replaying): a warning when
+        a replayed cell printed something else."""
+        if self.journal is None:
+            return None
+        try:
+            return self.journal.record_cell(engine, code, result)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+
+
+class JournalingLM(WrapperLM):
+    """Commits each response to the run's journal before anyone uses it."""
+
+    def __init__(
+        self, inner: LM, sink: JournalSink, keys: Callable[..., str] = request_key
+    ) -> None:
+        super().__init__(inner)
+        self.sink = sink
+        self._key = keys
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        completion = await self.inner.complete(messages, settings)
+        if self.sink.journal is not None:
+            key = self._key(self.name, messages, settings)
+            self.sink.record_lm(key, self.name, call_scope.get(), completion)
+        return completion
+
+
+class CachedLM(WrapperLM):
+    """Answers deterministic requests (:func:`recursa.cache.cacheable`) from the call cache and
+    stores what the model answers, with its price (what a later hit saves)."""
+
+    def __init__(
+        self,
+        inner: LM,
+        cache: CallCache,
+        prices: PriceTable,
+        keys: Callable[..., str] = request_key,
+    ) -> None:
+        super().__init__(inner)
+        self.cache = cache
+        self.prices = prices
+        self._key = keys
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        from recursa.cache import cacheable
+
+        if not cacheable(self.inner, settings):
+            return await self.inner.complete(messages, settings)
+        key = self._key(self.name, messages, settings)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return replace(hit, source="cache")
+        completion = await self.inner.complete(messages, settings)
+        cost = self.prices.cost(self.name, completion.usage)
+        self.cache.put(key, self.name, completion, cost)
+        return completion
+
+
+class ConcurrencyLimitedLM(WrapperLM):
+    """Holds one of ``limit``'s slots while the model call is in flight."""
+
+    def __init__(self, inner: LM, limit: asyncio.Semaphore) -> None:
+        super().__init__(inner)
+        self.limit = limit
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        async with self.limit:
+            return await self.inner.complete(messages, settings)
+
+
+def compose(
+    lm: LM,
+    *,
+    limit: asyncio.Semaphore,
+    cache: CallCache | None = None,
+    prices: PriceTable | None = None,
+    journal: JournalSink | None = None,
+    replay: Replay | None = None,
+) -> LM:
+    """``lm`` with a run's concerns around it: replay, journal, cache, concurrency, model."""
+    keys = _Keys()
+    out: LM = ConcurrencyLimitedLM(lm, limit)
+    if cache is not None:
+        from recursa.pricing import PriceTable
+
+        out = CachedLM(out, cache, prices or PriceTable(), keys)
+    if journal is not None:
+        out = JournalingLM(out, journal, keys)
+    if replay is not None:
+        out = ReplayLM(out, replay, keys)
+    return out

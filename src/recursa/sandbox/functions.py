@@ -1,0 +1,197 @@
+"""The functions model code calls on the host: one table, defined once.
+
+Each :class:`HostFunction` row names a function the REPL offers, its parameters and the host
+handler that answers one item. Everything else is derived from the table:
+
+- the worker's builtins: the table travels in the ``init`` frame as :meth:`FunctionTable.wire`
+  (the worker is standard-library only and cannot import this module) and the worker builds one
+  Python function per entry (``worker.host_function``);
+- the frame protocol's checks of every ``call`` frame (:meth:`FunctionTable.check`);
+- the host's dispatch (:class:`recursa.subcalls.SubCalls` binds one handler per ``handler`` name).
+
+A row with ``batched=True`` also gives ``<name>_batched``: each per-item parameter becomes a list
+(``prompt`` -> ``prompts``), the items are answered concurrently and in order, and a failed item
+comes back as an error string instead of failing the batch. A new host function is one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from recursa.errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_FUNCTIONS",
+    "MAX_BATCH",
+    "Entry",
+    "FunctionTable",
+    "HostFunction",
+    "Param",
+]
+
+MAX_BATCH = 10_000
+
+#: ``text``: any value, sent as ``str(value)``; ``json``: a str, list or dict (or None), sent
+#: as it is; ``model``: a model name or None. Batched entries send lists (``texts``, ``jsons``).
+Kind = Literal["text", "json", "model", "texts", "jsons"]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of a host function."""
+
+    name: str
+    kind: Kind
+    required: bool = True
+    per_item: bool = True  # in the batched form, one value per item (a list named <name>s)
+    item: str = ""  # a batched list's single-item name ("prompts" -> "prompt")
+
+    def batched(self) -> Param:
+        """This parameter in the batched form: a list (an optional one may be left out by the
+        caller; the worker then sends ``None`` for every item)."""
+        if not self.per_item:
+            return self
+        kind: Kind = "texts" if self.kind == "text" else "jsons"
+        return Param(f"{self.name}s", kind, self.required, item=self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class HostFunction:
+    """A row of the table: the single-item form, and whether a batched twin exists."""
+
+    name: str
+    params: tuple[Param, ...]
+    handler: str  # the host handler that answers one item ("llm", "rlm")
+    doc: str
+    batched: bool = True
+    batched_doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One callable name as the worker and the protocol see it (a row, or its batched twin)."""
+
+    name: str
+    params: tuple[Param, ...]
+    handler: str
+    batch: bool
+    doc: str
+
+    def items(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The per-item argument dicts of a checked call (one for a single call), each keyed
+        by the single-item parameter names."""
+        if not self.batch:
+            return [dict(args)]
+        lists = {p.item: args[p.name] for p in self.params if p.per_item}
+        shared = {p.name: args.get(p.name) for p in self.params if not p.per_item}
+        n = len(next(iter(lists.values())))
+        return [{**shared, **{k: v[i] for k, v in lists.items()}} for i in range(n)]
+
+    def check(self, args: Any) -> None:
+        """Raise :class:`ProtocolError` unless ``args`` fit this entry (a batch's lists are all
+        present and equally long)."""
+        if not isinstance(args, dict):
+            raise ProtocolError(f"call frame: {self.name} needs an object of arguments")
+        length: int | None = None
+        for p in self.params:
+            value = args.get(p.name)
+            if value is None and p.kind not in ("texts", "jsons"):  # a batch's lists: always
+                if p.required:
+                    raise ProtocolError(f"call frame: {self.name} is missing {p.name!r}")
+                continue
+            if p.kind == "text" and not isinstance(value, str):
+                raise ProtocolError(f"call frame: {p.name} must be a string")
+            if p.kind == "model" and not isinstance(value, str):
+                raise ProtocolError(f"call frame: {p.name} must be a string or null")
+            if p.kind in ("texts", "jsons"):
+                if not isinstance(value, list):
+                    raise ProtocolError(f"call frame: {p.name} must be a list")
+                if p.kind == "texts" and not all(isinstance(v, str) for v in value):
+                    raise ProtocolError(f"call frame: {p.name} must be a list of strings")
+                if len(value) > MAX_BATCH:
+                    raise ProtocolError(
+                        f"call frame: {len(value)} items in one batch (limit {MAX_BATCH})"
+                    )
+                if length is not None and len(value) != length:
+                    raise ProtocolError(f"call frame: {p.name} must be as long as the prompts")
+                length = len(value)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "params": [
+                {"name": p.name, "kind": p.kind, "required": p.required} for p in self.params
+            ],
+            "batch": self.batch,
+            "doc": self.doc,
+        }
+
+
+class FunctionTable:
+    """The host functions of a run, by name (rows and their batched twins)."""
+
+    def __init__(self, rows: Iterable[HostFunction]) -> None:
+        self.rows = tuple(rows)
+        self._entries: dict[str, Entry] = {}
+        for row in self.rows:
+            self._add(Entry(row.name, row.params, row.handler, False, row.doc))
+            if row.batched:
+                params = tuple(p.batched() for p in row.params)
+                name = f"{row.name}_batched"
+                self._add(Entry(name, params, row.handler, True, row.batched_doc or row.doc))
+
+    def _add(self, entry: Entry) -> None:
+        if entry.name in self._entries:
+            raise ValueError(f"host function {entry.name!r} is defined twice")
+        self._entries[entry.name] = entry
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, name: str) -> Entry | None:
+        return self._entries.get(name)
+
+    def check(self, fn: Any, args: Any) -> Entry:
+        """The entry for a ``call`` frame's ``fn``, once its ``args`` are checked."""
+        entry = self._entries.get(fn) if isinstance(fn, str) else None
+        if entry is None:
+            raise ProtocolError(f"call frame: unknown function {fn!r}")
+        entry.check(args)
+        return entry
+
+    def wire(self) -> list[dict[str, Any]]:
+        """The table as the ``init`` frame carries it to the worker."""
+        return [entry.wire() for entry in self]
+
+
+_PROMPT = Param("prompt", "text")
+
+DEFAULT_FUNCTIONS = FunctionTable(
+    [
+        HostFunction(
+            "llm_query",
+            (_PROMPT, Param("model", "model", required=False, per_item=False)),
+            handler="llm",
+            doc="Ask a language model one question; returns its answer as a string.",
+            batched_doc="Ask many questions concurrently; answers come back in order. A failed "
+            "item comes back as a string starting with '[llm_query error' instead of failing "
+            "the batch.",
+        ),
+        HostFunction(
+            "rlm_query",
+            (_PROMPT, Param("context", "json", required=False)),
+            handler="rlm",
+            doc="Start a child RLM (its own REPL, one level deeper) on `context`; returns its "
+            "answer. Past the depth limit it is a plain language-model call.",
+            batched_doc="Run several child RLMs concurrently; answers come back in order.",
+        ),
+    ]
+)
