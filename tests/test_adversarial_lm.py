@@ -203,35 +203,22 @@ def test_runs_have_a_wall_clock_limit_by_default():
     assert Limits(timeout_s=None).timeout_s is None  # still possible, on purpose
 
 
-def test_ask_timeout_zero_means_no_limit(monkeypatch):
-    from recursa.cli import ask as ask_cli
+def test_ask_timeout_zero_means_no_limit(monkeypatch, tmp_path):
+    from recursa.cli import main
 
     made = {}
-    monkeypatch.setattr("recursa.rlm.RLM", lambda *a, **kw: made.update(kw) or kw)
-    base = {
-        "max_iterations": 30,
-        "max_depth": 1,
-        "max_calls": None,
-        "max_tokens": None,
-        "max_cost": None,
-        "cell_timeout": 120.0,
-        "concurrency": 16,
-        "max_output_chars": None,
-        "max_sandboxes": 4,
-        "model": None,
-        "sub_model": None,
-        "base_url": None,
-        "sandbox": "process",
-        "profile": None,
-        "prices": None,
-        "temperature": None,
-        "no_sub_calls": False,
-        "no_journal": True,
-        "cache": False,
-    }
-    ask_cli._build({**base, "timeout": 0.0})
+
+    def fake_rlm(*a, **kw):
+        made.update(kw)
+        raise ConfigError("built: stop here")
+
+    monkeypatch.setattr("recursa.rlm.RLM", fake_rlm)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("some text")
+    ask = ["ask", "-q", "--no-journal", "-c", str(doc)]
+    assert main([*ask, "--timeout", "0", "q"]) == 2
     assert made["limits"].timeout_s is None
-    ask_cli._build({**base, "timeout": 3600.0, "max_sandboxes": 6})
+    assert main([*ask, "--timeout", "3600", "--max-sandboxes", "6", "q"]) == 2
     assert made["limits"].timeout_s == 3600.0
     assert made["limits"].max_sandboxes == 6
 

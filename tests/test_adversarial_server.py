@@ -39,6 +39,7 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 from recursa.cli import main  # noqa: E402
+from recursa.cli.options import LimitOptions  # noqa: E402
 from recursa.cli.serve import base_urls, server_config  # noqa: E402
 from recursa.context import load_context  # noqa: E402
 from recursa.errors import ConfigError, ContextError  # noqa: E402
@@ -186,12 +187,7 @@ def test_a_base_url_never_receives_another_providers_key(direction, tmp_path, mo
                 "openai:gpt-x",
                 OPENAI_SECRET,
             )
-        config = server_config(
-            model=model,
-            sub_model=None,
-            base_url=[url],
-            sandbox="process",
-            max_runs=2,
+        limits = LimitOptions(
             max_iterations=3,
             max_depth=1,
             max_cost=None,
@@ -199,6 +195,14 @@ def test_a_base_url_never_receives_another_providers_key(direction, tmp_path, mo
             max_tokens=None,
             timeout=120,
             cell_timeout=60,
+        )
+        config = server_config(
+            model=model,
+            sub_model=None,
+            base_url=[url],
+            sandbox="process",
+            limits=limits,
+            max_runs=2,
             no_store=True,
             keep_runs=10,
             allowed_models=(allow,),

@@ -57,7 +57,7 @@ def test_the_worker_builds_real_functions_from_the_table() -> None:
 
 
 @pytest.mark.parametrize(
-    "fn,args",
+    ("fn", "args"),
     [
         ("nope", {"prompt": "x"}),
         ("llm_query", {"model": None}),

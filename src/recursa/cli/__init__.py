@@ -87,7 +87,7 @@ def _with_hint(exc: RecursaError) -> str:
     from recursa.errors import LMConnectionError
 
     message = str(exc)
-    if isinstance(exc, LMConnectionError) and str(getattr(exc, "model", "")).startswith("ollama:"):
+    if isinstance(exc, LMConnectionError) and (exc.model or "").startswith("ollama:"):
         message += (
             "; for Ollama, start it (ollama serve) or point OLLAMA_HOST at it "
             "(default http://localhost:11434)"
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors: unknown option, bad value...
         args = sys.argv[1:] if argv is None else argv
         if args[:1] == ["ask"] and "--json" in args:  # scripts parse stdout: keep it JSON
-            from recursa.cli.ask import emit_error
+            from recursa.cli.output import emit_error
 
             emit_error(exc, exc.exit_code)
         show = getattr(exc, "show", None)

@@ -8,21 +8,52 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
+from recursa.cli.options import (
+    BaseURL,
+    CellTimeout,
+    Concurrency,
+    LimitOptions,
+    MaxCalls,
+    MaxContextMB,
+    MaxCost,
+    MaxDepth,
+    MaxFileMB,
+    MaxIterations,
+    MaxOutputChars,
+    MaxTokens,
+    Prices,
+    Sandbox,
+    SubModel,
+    context_bytes,
+    max_sandboxes_option,
+    model_option,
+    price_table,
+    timeout_option,
+)
+from recursa.cli.output import emit, json_errors, safe
 from recursa.errors import ConfigError, ContextError, RecursaError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from recursa.context import Context
+    from recursa.rlm import RLM
+    from recursa.trace.otel import OTelProcessor
+    from recursa.trace.spans import TraceProcessor
+    from recursa.types import Result
 
 __all__ = ["register"]
 
 EXIT_PARTIAL = 3
-MIB = 1024 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _clean_question(question: str, err: Any, quiet: bool) -> str:
+def _clean_question(question: str, err: Console, quiet: bool) -> str:
     """The question with lone surrogates (bytes of the command line that were not UTF-8)
     replaced by U+FFFD: nothing downstream (HTTP bodies, the journal) can encode them."""
     cleaned, n = _SURROGATE.subn("\ufffd", question)
@@ -31,40 +62,13 @@ def _clean_question(question: str, err: Any, quiet: bool) -> str:
     return cleaned
 
 
-def _emit(text: str) -> None:
-    """Print model-written text and a newline: byte-exact into a pipe or file (``typer.echo``
-    would strip colour codes there), but on a terminal without control sequences (an answer
-    must not set the window title or write to the clipboard)."""
-    out = sys.stdout
-    if out.isatty():
-        from recursa.cli.progress import terminal_safe
-
-        text = terminal_safe(text)
-    buffer = getattr(out, "buffer", None)
-    if buffer is None:
-        out.write(text + "\n")
-        out.flush()
-        return
-    out.flush()
-    # "replace": a lone surrogate in an answer becomes "?" instead of a crash.
-    buffer.write((text + "\n").encode(out.encoding or "utf-8", "replace"))
-    buffer.flush()
-
-
-def _safe(text: object) -> str:
-    """Model- or file-derived text for a note on stderr: no control sequences, no markup."""
-    from recursa.cli.progress import terminal_safe
-
-    return escape(terminal_safe(str(text)))
-
-
 def _read_stdin() -> bytes:
     if sys.stdin is None or sys.stdin.isatty():
         raise ContextError("--context - reads standard input, but nothing is piped in")
     return sys.stdin.buffer.read()
 
 
-def context_sources(values: list[str]) -> list[Any]:
+def context_sources(values: list[str]) -> list[bytes | Path]:
     """``--context`` values as load_context sources: ``-`` is stdin, anything else a path."""
     if not values:
         raise ContextError(
@@ -73,15 +77,6 @@ def context_sources(values: list[str]) -> list[Any]:
     if values.count("-") > 1:
         raise ContextError("--context - (standard input) can be given only once")
     return [_read_stdin() if v == "-" else Path(v) for v in values]
-
-
-def price_table(prices: Path | None) -> Any:
-    from recursa.pricing import PriceTable
-
-    path = prices or (
-        Path(os.environ["RECURSA_PRICES"]) if os.environ.get("RECURSA_PRICES") else None
-    )
-    return PriceTable.from_file(path) if path else PriceTable()
 
 
 def ask(
@@ -101,100 +96,33 @@ def ask(
     ] = [],  # noqa: B006 - typer needs a literal default
     model: Annotated[
         str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Root model as provider:model (openai:gpt-5-mini, anthropic:claude-sonnet-4-5, "
-            "ollama:qwen2.5-coder, local). Default: $RECURSA_MODEL, else the embedded local model.",
+        model_option(
+            "Root model as provider:model (openai:gpt-5-mini, anthropic:claude-sonnet-4-5, "
+            "ollama:qwen2.5-coder, local). Default: $RECURSA_MODEL, else the embedded local model."
         ),
     ] = None,
-    sub_model: Annotated[
-        str | None,
-        typer.Option("--sub-model", help="Model for llm_query and child RLMs (default: --model)."),
-    ] = None,
-    max_file_mb: Annotated[
-        float,
-        typer.Option(
-            "--max-file-mb",
-            help="Largest file --context reads, in MiB (checked before reading; larger files "
-            "in a folder are skipped with a note).",
-        ),
-    ] = 256.0,
-    max_context_mb: Annotated[
-        float,
-        typer.Option("--max-context-mb", help="All --context files together, in MiB."),
-    ] = 512.0,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            "--base-url",
-            help="API root for OpenAI-compatible or Anthropic-compatible servers "
-            "(e.g. http://localhost:8000/v1). Default: $OPENAI_BASE_URL / $ANTHROPIC_BASE_URL.",
-        ),
-    ] = None,
-    max_depth: Annotated[
-        int, typer.Option("--max-depth", help="How deep rlm_query may nest child RLMs.")
-    ] = 1,
-    max_iterations: Annotated[
-        int,
-        typer.Option(
-            "--max-iterations",
-            help='Root turns per RLM that may run code, then at most one "answer now" turn '
-            "that runs no code.",
-        ),
-    ] = 30,
-    max_cost: Annotated[
-        float | None,
-        typer.Option(
-            "--max-cost",
-            help="USD for the whole run: a call is sent only if its worst case still fits "
-            "(calls of models without a known price do not count).",
-        ),
-    ] = None,
-    max_calls: Annotated[
-        int | None,
-        typer.Option(
-            "--max-calls", help="LM requests in all, retries included; none is sent past it."
-        ),
-    ] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--max-tokens",
-            help="Tokens in all: a call is sent only if its estimated prompt plus its output "
-            "cap still fits.",
-        ),
-    ] = None,
+    sub_model: SubModel = None,
+    max_file_mb: MaxFileMB = 256.0,
+    max_context_mb: MaxContextMB = 512.0,
+    base_url: BaseURL = None,
+    max_depth: MaxDepth = 1,
+    max_iterations: MaxIterations = 30,
+    max_cost: MaxCost = None,
+    max_calls: MaxCalls = None,
+    max_tokens: MaxTokens = None,
     timeout: Annotated[
-        float,
-        typer.Option(
-            "--timeout",
-            help="Wall-clock limit for the whole run, in seconds; 0 for none.",
-        ),
+        float, timeout_option("Wall-clock limit for the whole run, in seconds; 0 for none.")
     ] = 3600.0,
-    cell_timeout: Annotated[
-        float,
-        typer.Option("--cell-timeout", help="Compute-time limit of one code cell, in seconds."),
-    ] = 120.0,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", help="LM calls in flight at once.")
-    ] = 16,
+    cell_timeout: CellTimeout = 120.0,
+    concurrency: Concurrency = 16,
     max_sandboxes: Annotated[
         int | None,
-        typer.Option(
-            "--max-sandboxes",
-            help="Sandbox processes alive at once (the root's and child RLMs'); more children "
-            "wait. At least --max-depth + 1. [default: 4, or --max-depth + 1 if more]",
+        max_sandboxes_option(
+            "Sandbox processes alive at once (the root's and child RLMs'); more children "
+            "wait. At least --max-depth + 1. [default: 4, or --max-depth + 1 if more]"
         ),
     ] = None,
-    max_output_chars: Annotated[
-        int | None,
-        typer.Option(
-            "--max-output-chars",
-            help="REPL output shown to the model per iteration (default: the model's own "
-            "suggestion, else 20000).",
-        ),
-    ] = None,
+    max_output_chars: MaxOutputChars = None,
     temperature: Annotated[
         float | None, typer.Option("--temperature", help="Sampling temperature.")
     ] = None,
@@ -208,20 +136,8 @@ def ask(
             "--no-sub-calls", help="Give the model the REPL only: no llm_query/rlm_query."
         ),
     ] = False,
-    sandbox: Annotated[
-        str,
-        typer.Option(
-            "--sandbox",
-            help="Where model code runs: process (default), wasm or docker; "
-            "`recursa doctor` shows what each protects here.",
-        ),
-    ] = "process",
-    prices: Annotated[
-        Path | None,
-        typer.Option(
-            "--prices", help="JSON/TOML file extending the price table ($RECURSA_PRICES)."
-        ),
-    ] = None,
+    sandbox: Sandbox = "process",
+    prices: Prices = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole result as JSON instead of the answer.")
     ] = False,
@@ -268,16 +184,16 @@ def ask(
     130 when interrupted (Ctrl-C). With --json, stdout always holds one JSON object: the result,
     or {"error": {"type", "message", "exit_code"}} when the run fails.
     """
-    with _json_errors(as_json):
+    with json_errors(as_json):
         from rich.console import Console
 
         # emoji=False: notes quote paths, model ids and answers; soft_wrap: no hard wrap in pipes.
         err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+        ctx: Context | None = None
         if resume:
             from recursa.rlm import RLM
 
-            rlm = RLM.from_journal(resume, cache=cache)
-            run_id, ctx = resume, None
+            rlm, run_id = RLM.from_journal(resume, cache=cache), resume
         else:
             if not question or not question.strip():
                 raise ConfigError("the question is empty: say what you want to know")
@@ -285,25 +201,42 @@ def ask(
             from recursa.rlm import new_run_id
 
             question = _clean_question(question, err, quiet)
-            if max_file_mb <= 0 or max_context_mb <= 0:
-                raise ConfigError("--max-file-mb and --max-context-mb must be positive")
+            max_file_bytes, max_context_bytes = context_bytes(max_file_mb, max_context_mb)
             # The user's input is checked before anything else (models, keys): its errors
             # come first.
             ctx = load_context(
                 *context_sources(context),
-                max_file_bytes=max(1, int(max_file_mb * MIB)),
-                max_context_bytes=max(1, int(max_context_mb * MIB)),
+                max_file_bytes=max_file_bytes,
+                max_context_bytes=max_context_bytes,
             )
-            rlm = _build(locals())
+            limits = LimitOptions(
+                max_iterations=max_iterations,
+                max_depth=max_depth,
+                max_cost=max_cost,
+                max_calls=max_calls,
+                max_tokens=max_tokens,
+                timeout=timeout or None,  # 0: no wall-clock limit
+                cell_timeout=cell_timeout,
+                max_sandboxes=max_sandboxes,
+                concurrency=concurrency,
+                max_output_chars=max_output_chars,
+            )
+            rlm = _new_rlm(
+                model,
+                sub_model,
+                limits,
+                base_url=base_url,
+                sandbox=sandbox,
+                profile=profile,
+                prices=prices,
+                temperature=temperature,
+                sub_calls=not no_sub_calls,
+                journal=not no_journal,
+                cache=cache,
+            )
             run_id = new_run_id()
-            if cache and temperature and not quiet:
-                err.print(
-                    f"[yellow]warning:[/] --cache stores only temperature-0 calls: with "
-                    f"--temperature {temperature:g}, API models' calls are not cached"
-                )
             if not quiet:
-                for warning in ctx.warnings:
-                    err.print(f"[yellow]note:[/] {_safe(warning)}")
+                _new_run_notes(err, ctx, cache, temperature)
         try:
             result = _run(rlm, question, ctx, run_id, resume, trace, quiet, err, otel)
         except (KeyboardInterrupt, RecursaError) as exc:
@@ -312,13 +245,23 @@ def ask(
                 err.print(f"[dim]resume with: recursa ask --resume {escape(run_id)}[/]")
             raise
         data = result.to_dict()
-        _emit(json.dumps(data, ensure_ascii=False, indent=2) if as_json else result.answer)
+        emit(json.dumps(data, ensure_ascii=False, indent=2) if as_json else result.answer)
         if not quiet:
             _summary(err, result)
         return 0 if not result.partial else EXIT_PARTIAL
 
 
-def _journaled_calls(rlm: Any, run_id: str) -> int:
+def _new_run_notes(err: Console, ctx: Context, cache: bool, temperature: float | None) -> None:
+    if cache and temperature:
+        err.print(
+            f"[yellow]warning:[/] --cache stores only temperature-0 calls: with "
+            f"--temperature {temperature:g}, API models' calls are not cached"
+        )
+    for warning in ctx.warnings:
+        err.print(f"[yellow]note:[/] {safe(warning)}")
+
+
+def _journaled_calls(rlm: RLM, run_id: str) -> int:
     """LM responses the run's journal holds (0 when there is no journal to read)."""
     from recursa.journal import Journal
 
@@ -332,90 +275,37 @@ def _journaled_calls(rlm: Any, run_id: str) -> int:
         journal.close()
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """The documented exit status for an exception that ends a command."""
-    from recursa.errors import JournalError, TraceError
-
-    if isinstance(exc, KeyboardInterrupt):
-        return 130
-    if isinstance(exc, ConfigError | TraceError | JournalError | UnicodeError):
-        return 2
-    return 1
-
-
-@contextlib.contextmanager
-def _json_errors(enabled: bool) -> Any:
-    """Under --json, a failed run still prints one JSON object on stdout (scripts parse it)."""
-    try:
-        yield
-    except (Exception, KeyboardInterrupt) as exc:
-        if enabled:
-            emit_error(exc, exit_code_for(exc))
-        raise
-
-
-def emit_error(exc: BaseException, code: int) -> None:
-    """The --json form of a failure: one object with the error's type, message and exit code."""
-    message = getattr(exc, "format_message", lambda: str(exc))() or type(exc).__name__
-    error = {"type": type(exc).__name__, "message": message, "exit_code": code}
-    _emit(json.dumps({"error": error}, ensure_ascii=False, indent=2))
-
-
-# Limits fields as ask's flags: the library's message names the field, the CLI's the flag.
-_LIMIT_FLAGS = {
-    "max_iterations": "--max-iterations",
-    "max_depth": "--max-depth",
-    "max_llm_calls": "--max-calls",
-    "max_tokens": "--max-tokens",
-    "max_cost_usd": "--max-cost",
-    "timeout_s": "--timeout",
-    "cell_timeout_s": "--cell-timeout",
-    "max_concurrency": "--concurrency",
-    "max_output_chars": "--max-output-chars",
-    "max_sandboxes": "--max-sandboxes",
-}
-
-
-def _flag_message(message: str) -> str:
-    for name, flag in _LIMIT_FLAGS.items():
-        message = re.sub(rf"\b(Limits\.)?{name}\b", flag, message)
-    return message
-
-
-def _build(opts: dict[str, Any]) -> Any:
+def _new_rlm(
+    model: str | None,
+    sub_model: str | None,
+    limits: LimitOptions,
+    *,
+    base_url: str | None,
+    sandbox: str,
+    profile: str | None,
+    prices: Path | None,
+    temperature: float | None,
+    sub_calls: bool,
+    journal: bool,
+    cache: bool,
+) -> RLM:
     """The RLM for a new run, from ask's options."""
-    from recursa.limits import Limits
     from recursa.rlm import RLM
 
-    try:
-        limits = Limits(
-            max_iterations=opts["max_iterations"],
-            max_depth=opts["max_depth"],
-            max_llm_calls=opts["max_calls"],
-            max_tokens=opts["max_tokens"],
-            max_cost_usd=opts["max_cost"],
-            timeout_s=opts["timeout"] or None,  # 0: no wall-clock limit
-            cell_timeout_s=opts["cell_timeout"],
-            max_concurrency=opts["concurrency"],
-            max_output_chars=opts["max_output_chars"],
-            max_sandboxes=opts["max_sandboxes"],
-        )
-    except ConfigError as exc:  # name the flag the user typed, not the library's field
-        raise ConfigError(_flag_message(str(exc))) from None
     return RLM(
-        opts["model"],
-        opts["sub_model"],
-        limits=limits,
-        base_url=opts["base_url"],
-        sandbox=opts["sandbox"],
-        prompt_profile=opts["profile"],
-        prices=price_table(opts["prices"]),
+        model,
+        sub_model,
+        limits=limits.limits(),
+        base_url=base_url,
+        sandbox=sandbox,
+        prompt_profile=profile,
+        prices=price_table(prices),
         # --cache only stores calls whose answer is fixed by their input: without a temperature
         # of its own, it asks for temperature 0 (else an API model would never be cached).
-        temperature=0.0 if opts["cache"] and opts["temperature"] is None else opts["temperature"],
-        sub_calls=not opts["no_sub_calls"],
-        journal=not opts["no_journal"],
-        cache=opts["cache"],
+        temperature=0.0 if cache and temperature is None else temperature,
+        sub_calls=sub_calls,
+        journal=journal,
+        cache=cache,
     )
 
 
@@ -427,38 +317,43 @@ def _otlp_timeout_set() -> bool:
     return any(os.environ.get(v) for v in _OTLP_TIMEOUT_VARS)
 
 
+def _otlp_exporter(timeout_s: float | None) -> OTelProcessor:
+    from recursa.trace.otel import OTelProcessor
+
+    return OTelProcessor.otlp(timeout_s=timeout_s, quiet=True)
+
+
 def _run(
-    rlm: Any,
-    question: Any,
-    ctx: Any,
+    rlm: RLM,
+    question: str | None,
+    ctx: Context | None,
     run_id: str,
     resume: str | None,
-    trace: Any,
+    trace: Path | None,
     quiet: bool,
-    err: Any,
+    err: Console,
     otel: bool = False,
-) -> Any:
+) -> Result:
     """Run (or resume) with live progress on stderr unless quiet, exporting spans if asked."""
-    processors: list[Any] = []
-    exporter = None
-    if otel:
-        from recursa.trace.otel import OTelProcessor
-
-        # A collector that is down must cost seconds, not minutes, and print no tracebacks.
-        timeout_s = None if _otlp_timeout_set() else OTLP_TIMEOUT_S
-        exporter = OTelProcessor.otlp(timeout_s=timeout_s, quiet=True)
-        processors.append(exporter)
-    if quiet:
-        progress: Any = contextlib.nullcontext()
-    else:
-        from recursa.cli.progress import LiveProgress
-
-        progress = LiveProgress(err)
-        processors.append(progress)
+    # A collector that is down must cost seconds, not minutes, and print no tracebacks.
+    timeout_s = None if _otlp_timeout_set() else OTLP_TIMEOUT_S
+    exporter = _otlp_exporter(timeout_s) if otel else None
+    processors: list[TraceProcessor] = [] if exporter is None else [exporter]
     try:
-        with progress:
+        with contextlib.ExitStack() as stack:
+            if not quiet:
+                from recursa.cli.progress import LiveProgress
+
+                processors.append(stack.enter_context(LiveProgress(err)))
             if resume:
-                return rlm.resume(resume, trace=trace, processors=processors, question=question)
+                # A descriptor that also works on the class: typed Any, hence the annotation.
+                resumed: Result = rlm.resume(
+                    resume, trace=trace, processors=processors, question=question
+                )
+                return resumed
+            # ask() starts no new run without both.
+            assert question is not None
+            assert ctx is not None
             return rlm.run(question, ctx, trace=trace, run_id=run_id, processors=processors)
     finally:
         if exporter is not None:
@@ -467,7 +362,7 @@ def _run(
                 err.print("[yellow]warning:[/] --otel: the OTLP collector did not take the spans")
 
 
-def _summary(err: Any, result: Any) -> None:
+def _summary(err: Console, result: Result) -> None:
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
     if result.cost_usd is not None and not result.cost_complete:
         cost += " (some calls unpriced)"
@@ -482,9 +377,9 @@ def _summary(err: Any, result: Any) -> None:
             f"{result.cache_hits} from the cache (saved ${result.saved_usd:.4f})[/]"
         )
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {_safe(warning)}")
+        err.print(f"[yellow]warning:[/] {safe(warning)}")
     if result.partial:
-        why = _safe(result.detail or result.stop_reason)
+        why = safe(result.detail or result.stop_reason)
         err.print(f"[yellow]stopped before a final answer:[/] {why}")
     if result.trace_path:
         err.print(f"[dim]run {result.run_id} · trace: {escape(str(result.trace_path))}[/]")

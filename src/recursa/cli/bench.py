@@ -6,9 +6,27 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from recursa.cli.options import (
+    BaseURL,
+    MaxIterations,
+    Prices,
+    Sandbox,
+    SubModel,
+    model_option,
+    price_table,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+
+    from recursa.bench.harness import BenchConfig
+    from recursa.bench.methods import MethodEnv
 
 __all__ = ["bench_app", "register"]
 
@@ -41,15 +59,11 @@ def run_cmd(
     ] = "direct,rag,rlm",
     model: Annotated[
         str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model for every method (default: $RECURSA_MODEL, else the embedded local model).",
+        model_option(
+            "Model for every method (default: $RECURSA_MODEL, else the embedded local model)."
         ),
     ] = None,
-    sub_model: Annotated[
-        str | None, typer.Option("--sub-model", help="The RLM's sub-call model.")
-    ] = None,
+    sub_model: SubModel = None,
     n: Annotated[int, typer.Option("--n", help="Tasks per benchmark and length.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
     concurrency: Annotated[
@@ -88,9 +102,7 @@ def run_cmd(
     rag_tokens: Annotated[
         int, typer.Option("--rag-tokens", help="Tokens of retrieved text `rag` sends.")
     ] = 2048,
-    max_iterations: Annotated[
-        int, typer.Option("--max-iterations", help="Root turns per RLM.")
-    ] = 15,
+    max_iterations: MaxIterations = 15,
     task_timeout: Annotated[
         float | None,
         typer.Option("--task-timeout", help="Wall-clock limit per task and method, seconds."),
@@ -101,13 +113,9 @@ def run_cmd(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not use the shared call cache.")
     ] = False,
-    sandbox: Annotated[str, typer.Option("--sandbox", help="process, wasm or docker.")] = "process",
-    prices: Annotated[
-        Path | None, typer.Option("--prices", help="JSON/TOML file extending the price table.")
-    ] = None,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="API root of a compatible server.")
-    ] = None,
+    sandbox: Sandbox = "process",
+    prices: Prices = None,
+    base_url: BaseURL = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write report.md and plots at the end.")
     ] = True,
@@ -123,11 +131,9 @@ def run_cmd(
     from recursa.bench.methods import build_env, parse_methods
     from recursa.bench.tasks import parse_lengths
     from recursa.cache import CallCache
-    from recursa.cli.ask import price_table
     from recursa.limits import Limits
     from recursa.lm.base import ProviderOptions
-    from recursa.lm.registry import parse_model
-    from recursa.rlm import default_model_spec
+    from recursa.lm.registry import default_model_spec, parse_model
 
     console = _console()
     spec = model or default_model_spec()
@@ -182,7 +188,7 @@ def run_cmd(
     return 0
 
 
-def _console() -> Any:
+def _console() -> Console:
     """The bench's stderr console: its log lines carry no ``file.py:line`` column."""
     from rich.console import Console
 
@@ -204,7 +210,7 @@ def _remove_if_no_rows(folder: Path) -> None:
         pass
 
 
-async def _run(config: Any, env: Any, progress: Any) -> None:
+async def _run(config: BenchConfig, env: MethodEnv, progress: _Progress | None) -> None:
     from recursa.bench.harness import run_bench
 
     try:
@@ -216,7 +222,7 @@ async def _run(config: Any, env: Any, progress: Any) -> None:
 class _Progress:
     """A progress bar with the running mean score and cost, and one line per finished row."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Console) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -237,7 +243,7 @@ class _Progress:
             TimeRemainingColumn(),
             console=console,
         )
-        self.task: Any = None
+        self.task: TaskID | None = None
         self.scores: list[float] = []
         self.cost = 0.0
 
@@ -245,33 +251,49 @@ class _Progress:
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.bar.__exit__(exc_type, exc, tb)
 
-    def _fields(self) -> dict[str, str]:
+    def _score(self) -> str:
         mean = sum(self.scores) / len(self.scores) if self.scores else None
-        return {"score": "–" if mean is None else f"{mean:.3f}", "cost": f"${self.cost:.4f}"}
+        return "–" if mean is None else f"{mean:.3f}"
+
+    def _cost(self) -> str:
+        return f"${self.cost:.4f}"
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "start":
             for row in data["finished"]:
                 self._add(row)
             self.task = self.bar.add_task(
-                "bench", total=data["total"], completed=len(data["finished"]), **self._fields()
+                "bench",
+                total=data["total"],
+                completed=len(data["finished"]),
+                score=self._score(),
+                cost=self._cost(),
             )
         elif kind == "begin":
             task = data["task"]
-            self.bar.update(self.task, description=f"{task.task_id} · {data['method']}")
+            self._update(description=f"{task.task_id} · {data['method']}")
         elif kind == "row":
             row = data["row"]
             self._add(row)
-            self.bar.update(self.task, advance=1, **self._fields())
+            self._update(advance=1, score=self._score(), cost=self._cost())
             mark = "[red]error[/]" if row.get("error") else f"score {row['score']:.2f}"
             self.console.log(
                 f"{row['task_id']} · {row['method']} · {mark} · {row.get('wall_time_s', 0):.1f}s"
                 + (f" · {row['error']}" if row.get("error") else ""),
                 markup=True,
             )
+
+    def _update(self, **changes: Any) -> None:
+        if self.task is not None:  # run_bench sends "start", which adds the bar, first
+            self.bar.update(self.task, **changes)
 
     def _add(self, row: dict[str, Any]) -> None:
         self.scores.append(float(row.get("score") or 0.0))

@@ -7,14 +7,26 @@ import asyncio
 import json
 import warnings
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from recursa.embedded.probe import RuntimeChoice
+
 __all__ = ["collect", "register"]
 
 _YES, _NO = "[green]yes[/]", "[red]no[/]"
+
+
+async def _no_calls(fn: str, args: dict[str, Any]) -> Any:
+    """The doctor runs no model code, so nothing may call back (as a sandbox given no handler)."""
+    from recursa.sandbox import CallRefused
+
+    raise CallRefused("sub-calls are not available in this sandbox")
 
 
 async def _live(tier: str) -> dict[str, Any]:
@@ -22,7 +34,7 @@ async def _live(tier: str) -> dict[str, Any]:
     from recursa.sandbox import SandboxWarning, sandbox_factory
     from recursa.sandbox.base import SandboxConfig
 
-    box = sandbox_factory(tier)(SandboxConfig(), None)
+    box = sandbox_factory(tier)(SandboxConfig(), _no_calls)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SandboxWarning)  # reported below instead
@@ -61,6 +73,7 @@ def local_model(probe_now: bool = False) -> dict[str, Any]:
         info["detail"] = "the default weights are not assembled yet (the first run does it)"
         return info
     records = cache_dir() / PROBE_RECORDS
+    choice: RuntimeChoice | None
     if probe_now:
         choice = probe.safe_settings(status.path, records, force=True, threads=default_threads()[1])
     else:
@@ -149,7 +162,7 @@ def _render(report: dict[str, Any]) -> None:
     _render_local(console, report.get("local_model", {}))
 
 
-def _render_local(console: Any, info: dict[str, Any]) -> None:
+def _render_local(console: Console, info: dict[str, Any]) -> None:
     features = ", ".join(info.get("cpu_features", [])) or "none of note"
     version = info.get("llama_cpp_python") or "not installed"
     cpu = escape(info.get("cpu", "?"))

@@ -7,33 +7,35 @@ from typing import Annotated
 
 import typer
 
-from recursa.cli.serve import (
-    BaseURL,
+from recursa.cli.options import (
     CellTimeout,
+    LimitOptions,
     MaxCalls,
+    MaxContextMB,
     MaxCost,
     MaxDepth,
+    MaxFileMB,
     MaxIterations,
     MaxTokens,
+    ProviderURLs,
     Sandbox,
     SubModel,
-    server_config,
+    context_bytes,
+    model_option,
+    timeout_option,
 )
-from recursa.errors import ConfigError, MissingDependencyError
+from recursa.cli.serve import server_config
+from recursa.errors import MissingDependencyError
 
 __all__ = ["register"]
-
-MIB = 1024 * 1024
 
 # MCP's own texts for options whose meaning differs from `recursa serve`'s (no 'rlm' model
 # name, no HTTP 429, no per-request timeouts here).
 Model = Annotated[
     str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model for the ask tool as provider:model. Default: $RECURSA_MODEL, else the "
-        "embedded local model.",
+    model_option(
+        "Model for the ask tool as provider:model. Default: $RECURSA_MODEL, else the "
+        "embedded local model."
     ),
 ]
 MaxRuns = Annotated[
@@ -43,7 +45,7 @@ MaxRuns = Annotated[
         help="ask calls running at once; one more fails at once with a 'busy' tool error.",
     ),
 ]
-Timeout = Annotated[float, typer.Option("--timeout", help="Wall-clock seconds per ask call.")]
+Timeout = Annotated[float, timeout_option("Wall-clock seconds per ask call.")]
 NoStore = Annotated[
     bool,
     typer.Option(
@@ -79,7 +81,7 @@ def mcp(
     host: Annotated[str, typer.Option("--host", help="Address for --http.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="Port for --http.")] = 8765,
     max_runs: MaxRuns = 2,
-    base_url: BaseURL = [],  # noqa: B006 - typer needs a literal default
+    base_url: ProviderURLs = [],  # noqa: B006 - typer needs a literal default
     sandbox: Sandbox = "process",
     max_iterations: MaxIterations = 30,
     max_depth: MaxDepth = 1,
@@ -90,18 +92,8 @@ def mcp(
     cell_timeout: CellTimeout = 120.0,
     no_store: NoStore = False,
     keep_runs: KeepRuns = 1000,
-    max_file_mb: Annotated[
-        float,
-        typer.Option(
-            "--max-file-mb",
-            help="Largest file `ask` reads, in MiB (checked before reading; larger files in a "
-            "folder are skipped).",
-        ),
-    ] = 256.0,
-    max_context_mb: Annotated[
-        float,
-        typer.Option("--max-context-mb", help="All files of one `ask` together, in MiB."),
-    ] = 512.0,
+    max_file_mb: MaxFileMB = 256.0,
+    max_context_mb: MaxContextMB = 512.0,
 ) -> None:
     """Give MCP clients (Claude Desktop, Cursor, agents...) an `ask` tool backed by RLMs.
 
@@ -115,19 +107,13 @@ def mcp(
         raise MissingDependencyError("recursa mcp", "server", exc.name) from None
     from recursa.server.roots import Roots
 
-    if max_file_mb <= 0 or max_context_mb <= 0:
-        raise ConfigError("--max-file-mb and --max-context-mb must be positive")
+    max_file_bytes, max_context_bytes = context_bytes(max_file_mb, max_context_mb)
     roots = Roots(
         root or [Path.cwd()],
-        max_file_bytes=int(max_file_mb * MIB),
-        max_context_bytes=int(max_context_mb * MIB),
+        max_file_bytes=max_file_bytes,
+        max_context_bytes=max_context_bytes,
     )
-    config = server_config(
-        model=model,
-        sub_model=sub_model,
-        base_url=base_url,
-        sandbox=sandbox,
-        max_runs=max_runs,
+    limits = LimitOptions(
         max_iterations=max_iterations,
         max_depth=max_depth,
         max_cost=max_cost,
@@ -135,6 +121,14 @@ def mcp(
         max_tokens=max_tokens,
         timeout=timeout,
         cell_timeout=cell_timeout,
+    )
+    config = server_config(
+        model=model,
+        sub_model=sub_model,
+        base_url=base_url,
+        sandbox=sandbox,
+        limits=limits,
+        max_runs=max_runs,
         no_store=no_store,
         keep_runs=keep_runs,
     )

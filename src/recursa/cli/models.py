@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from recursa.embedded import ModelStatus
 
 __all__ = ["models_app", "register"]
 
@@ -15,7 +18,7 @@ models_app = typer.Typer(
 )
 
 
-def _status_word(status: Any) -> str:
+def _status_word(status: ModelStatus) -> str:
     if status.ready:
         return "ready"
     n, total = status.parts_installed, len(status.spec.parts)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -125,8 +126,13 @@ class LiveProgress:
         self._live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._live.__exit__(*exc)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._live.__exit__(exc_type, exc, tb)
         # The live tree is transient; leave one compact line saying what the whole run did.
         if self.root is not None:
             with self._lock:
@@ -145,6 +151,7 @@ class LiveProgress:
     # ---- processor (event loop: keep it cheap) ------------------------------------------------
     def on_start(self, span: Span) -> None:
         a, kind = span.attrs, span.kind
+        run: _Run | None  # the run the span belongs to (each branch finds its own)
         with self._lock:
             if kind == "run":
                 model = terminal_safe(str(a.get("model") or ""))

@@ -8,63 +8,35 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from recursa.cli.options import (
+    MIB,
+    CellTimeout,
+    LimitOptions,
+    MaxCalls,
+    MaxCost,
+    MaxDepth,
+    MaxIterations,
+    MaxTokens,
+    ProviderURLs,
+    Sandbox,
+    SubModel,
+    max_sandboxes_option,
+    model_option,
+    timeout_option,
+)
 from recursa.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
     from recursa.server.config import ServerConfig
 
-__all__ = ["register", "server_config"]
+__all__ = ["base_urls", "register", "server_config"]
 
-# ---- options shared with `recursa mcp` ------------------------------------------------------
+# ---- serve's own options (`recursa mcp` words these for its tool calls) -----------------------
 
-Model = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Root model as provider:model (the model clients get as 'rlm'). "
-        "Default: $RECURSA_MODEL, else the embedded local model.",
-    ),
-]
-SubModel = Annotated[
-    str | None,
-    typer.Option("--sub-model", help="Model for llm_query and child RLMs (default: the root)."),
-]
-BaseURL = Annotated[
-    list[str],
-    typer.Option(
-        "--base-url",
-        help="API root of the --model's provider (an OpenAI- or Anthropic-compatible server), "
-        "or PROVIDER=URL for another provider (repeatable). A URL is used for its own provider "
-        "only, so no other provider's key is ever sent to it.",
-        show_default=False,
-    ),
-]
-Sandbox = Annotated[str, typer.Option("--sandbox", help="Where model code runs.")]
 MaxRuns = Annotated[
     int,
     typer.Option(
         "--max-concurrent-runs", help="Runs at once; more are refused at once (HTTP 429)."
-    ),
-]
-MaxIterations = Annotated[int, typer.Option("--max-iterations", help="Root turns per RLM.")]
-MaxDepth = Annotated[int, typer.Option("--max-depth", help="How deep rlm_query may nest.")]
-MaxCost = Annotated[float | None, typer.Option("--max-cost", help="USD per run.")]
-MaxCalls = Annotated[int | None, typer.Option("--max-calls", help="LM calls per run.")]
-MaxTokens = Annotated[int | None, typer.Option("--max-tokens", help="Tokens per run.")]
-Timeout = Annotated[
-    float, typer.Option("--timeout", help="Wall-clock seconds per run (requests may lower it).")
-]
-CellTimeout = Annotated[
-    float, typer.Option("--cell-timeout", help="Compute seconds per code cell.")
-]
-MaxSandboxes = Annotated[
-    int | None,
-    typer.Option(
-        "--max-sandboxes",
-        help="Sandbox processes alive at once per run (root and child RLMs; at least "
-        "--max-depth + 1; default 4, or --max-depth + 1 if more). The most a server runs is "
-        "this times --max-concurrent-runs.",
     ),
 ]
 NoStore = Annotated[
@@ -82,46 +54,28 @@ def server_config(
     *,
     model: str | None,
     sub_model: str | None,
-    base_url: Sequence[str] | str | None,
+    base_url: Sequence[str],
     sandbox: str,
+    limits: LimitOptions,
     max_runs: int,
-    max_iterations: int,
-    max_depth: int,
-    max_cost: float | None,
-    max_calls: int | None,
-    max_tokens: int | None,
-    timeout: float,
-    cell_timeout: float,
     no_store: bool,
     keep_runs: int,
-    max_sandboxes: int | None = None,
     **extra: Any,
 ) -> ServerConfig:
-    """A checked :class:`~recursa.server.config.ServerConfig` from command-line values."""
-    from recursa.limits import Limits
+    """A checked :class:`~recursa.server.config.ServerConfig` from the options ``serve`` and
+    ``mcp`` share; ``extra`` holds further ServerConfig fields (``serve``'s own options)."""
     from recursa.server.config import ServerConfig
 
-    limits = Limits(
-        max_iterations=max_iterations,
-        max_depth=max_depth,
-        max_llm_calls=max_calls,
-        max_tokens=max_tokens,
-        max_cost_usd=max_cost,
-        timeout_s=timeout,
-        cell_timeout_s=cell_timeout,
-        **({} if max_sandboxes is None else {"max_sandboxes": max_sandboxes}),
-    )
-    options: dict[str, Any] = {"sandbox": sandbox}
-    urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+    run_limits = limits.limits()  # a bad limit is reported before a bad --base-url
     config = ServerConfig(
         model=model,
         sub_model=sub_model,
-        base_urls=base_urls(urls, model),
-        limits=limits,
+        base_urls=base_urls(base_url, model),
+        limits=run_limits,
         max_concurrent_runs=max_runs,
         store_runs=not no_store,
         keep_runs=keep_runs,
-        rlm_options=options,
+        rlm_options={"sandbox": sandbox},
         **extra,
     )
     _check_models(config)
@@ -134,8 +88,7 @@ _PROVIDER_URL = re.compile(r"^(?P<provider>[A-Za-z][A-Za-z0-9_.-]*)=(?P<url>\S.*
 def base_urls(values: Sequence[str], model: str | None) -> dict[str, str]:
     """``--base-url`` values as ``{provider: url}``: ``PROVIDER=URL``, or a bare URL for the
     provider of ``model`` (the root model; default: ``$RECURSA_MODEL``, else ``local``)."""
-    from recursa.lm.registry import parse_model
-    from recursa.rlm import default_model_spec
+    from recursa.lm.registry import default_model_spec, parse_model
 
     out: dict[str, str] = {}
     for value in values:
@@ -204,7 +157,13 @@ def _aliases(values: list[str]) -> dict[str, str]:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free one).")] = 8000,
-    model: Model = None,
+    model: Annotated[
+        str | None,
+        model_option(
+            "Root model as provider:model (the model clients get as 'rlm'). "
+            "Default: $RECURSA_MODEL, else the embedded local model."
+        ),
+    ] = None,
     sub_model: SubModel = None,
     alias: Annotated[
         list[str],
@@ -250,16 +209,26 @@ def serve(
     max_body_mb: Annotated[
         float, typer.Option("--max-body-mb", help="Largest request body, in MiB (413 past it).")
     ] = 32.0,
-    base_url: BaseURL = [],  # noqa: B006 - typer needs a literal default
+    base_url: ProviderURLs = [],  # noqa: B006 - typer needs a literal default
     sandbox: Sandbox = "process",
     max_iterations: MaxIterations = 30,
     max_depth: MaxDepth = 1,
     max_cost: MaxCost = None,
     max_calls: MaxCalls = None,
     max_tokens: MaxTokens = None,
-    timeout: Timeout = 600.0,
+    timeout: Annotated[
+        float,
+        timeout_option("Wall-clock seconds per run (requests may lower it)."),
+    ] = 600.0,
     cell_timeout: CellTimeout = 120.0,
-    max_sandboxes: MaxSandboxes = None,
+    max_sandboxes: Annotated[
+        int | None,
+        max_sandboxes_option(
+            "Sandbox processes alive at once per run (root and child RLMs; at least "
+            "--max-depth + 1; default 4, or --max-depth + 1 if more). The most a server runs "
+            "is this times --max-concurrent-runs."
+        ),
+    ] = None,
     no_store: NoStore = False,
     keep_runs: KeepRuns = 1000,
     log_level: Annotated[
@@ -282,12 +251,7 @@ def serve(
         raise ConfigError("--max-body-mb must be positive")
     if fixed_models and allow_model:
         raise ConfigError("--fixed-models refuses what --allow-model allows: give one of them")
-    config = server_config(
-        model=model,
-        sub_model=sub_model,
-        base_url=base_url,
-        sandbox=sandbox,
-        max_runs=max_runs,
+    limits = LimitOptions(
         max_iterations=max_iterations,
         max_depth=max_depth,
         max_cost=max_cost,
@@ -296,6 +260,14 @@ def serve(
         timeout=timeout,
         cell_timeout=cell_timeout,
         max_sandboxes=max_sandboxes,
+    )
+    config = server_config(
+        model=model,
+        sub_model=sub_model,
+        base_url=base_url,
+        sandbox=sandbox,
+        limits=limits,
+        max_runs=max_runs,
         no_store=no_store,
         keep_runs=keep_runs,
         aliases=_aliases(alias),
@@ -303,7 +275,7 @@ def serve(
         allowed_models=tuple(allow_model),
         api_key=api_key,
         progress=progress,
-        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_body_bytes=int(max_body_mb * MIB),
     )
     from rich.markup import escape
 

@@ -31,9 +31,8 @@ from typing import Any
 from recursa.errors import ConfigError
 from recursa.limits import Limits
 from recursa.lm.base import ProviderOptions
-from recursa.lm.registry import parse_model
+from recursa.lm.registry import default_model_spec, parse_model
 from recursa.paths import data_dir
-from recursa.rlm import default_model_spec
 from recursa.server.errors import ModelNotFound, RequestError
 
 __all__ = [

@@ -146,13 +146,13 @@ def build_mcp_server(
         if (paths is None) == (text is None):
             raise ToolError("give exactly one of paths (files or folders) or text")
         try:
-            if paths is not None:
-                if not paths:
-                    raise ConfigError("paths is empty: name at least one file or folder")
+            if text is not None:
+                context = load_context(text)
+            elif not paths:
+                raise ConfigError("paths is empty: name at least one file or folder")
+            else:
                 # Reading a big folder blocks: keep the server answering meanwhile.
                 context = await asyncio.to_thread(roots.load, paths)
-            else:
-                context = load_context(text)
             handle = manager.start(model, question, context, progress=True, source="mcp")
         except RecursaError as exc:
             raise ToolError(str(exc)) from exc

@@ -36,6 +36,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from recursa.context import Context, load_context
 from recursa.errors import RecursaError
 from recursa.limits import Limits
+from recursa.lm.base import LM
+from recursa.rlm import RLM
 from recursa.server.chat import (
     ChatRequest,
     chunk,
@@ -187,7 +189,7 @@ async def _complete(
 
 def _prepare(
     manager: RunManager, raw: bytes
-) -> tuple[ChatRequest, ModelChoice, Limits, Context, Any]:
+) -> tuple[ChatRequest, ModelChoice, Limits, Context, tuple[RLM, list[LM]]]:
     """Everything a run needs from a request body. Runs in a worker thread: a big or hostile
     body (32 MB of JSON, a huge context) costs CPU that must not stall the event loop."""
     cfg = manager.config

@@ -23,9 +23,10 @@ import re
 import shutil
 import time
 from collections.abc import AsyncIterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recursa.context import Context
 from recursa.errors import ConfigError, RecursaError, TraceError
@@ -40,12 +41,14 @@ from recursa.server.errors import ModelNotFound, RunNotFound, ServerBusy
 from recursa.server.progress import ProgressEvent, ProgressTracker
 from recursa.types import Result
 
+if TYPE_CHECKING:
+    from recursa.trace.jsonl import TraceFile
+
 __all__ = ["RunHandle", "RunManager", "RunStore", "build_models"]
 
 log = logging.getLogger("recursa.server")
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DONE = object()  # put on a handle's queue when its run has ended
 _TREE_CHARS = 12_000
 # Longer than a sandbox takes to shut down (about 6 s at worst), so only a lost cancellation
 # is repeated, never a cleanup in progress interrupted.
@@ -68,7 +71,9 @@ class RunStore:
     def trace_path(self, run_id: str) -> Path:
         return self.folder(run_id) / "trace.jsonl"
 
-    def save(self, run_id: str, summary: dict[str, Any], *, active: set[str] = frozenset()) -> None:
+    def save(
+        self, run_id: str, summary: dict[str, Any], *, active: AbstractSet[str] = frozenset()
+    ) -> None:
         folder = private_dir(self.folder(run_id))
         tmp = folder / "summary.json.tmp"
         text = json.dumps(summary, ensure_ascii=False, indent=1, default=str)
@@ -77,7 +82,7 @@ class RunStore:
         os.replace(tmp, folder / "summary.json")  # readers never see half a summary
         self.prune(active | {run_id})
 
-    def prune(self, keep_ids: set[str] = frozenset()) -> None:
+    def prune(self, keep_ids: AbstractSet[str] = frozenset()) -> None:
         """Remove the oldest runs past ``keep`` (run ids sort by creation time)."""
         try:
             names = sorted(p.name for p in self.root.iterdir() if p.is_dir())
@@ -90,7 +95,8 @@ class RunStore:
     def load(self, run_id: str) -> dict[str, Any]:
         path = self.folder(run_id) / "summary.json"
         try:
-            return json.loads(path.read_text("utf-8"))
+            summary: dict[str, Any] = json.loads(path.read_text("utf-8"))
+            return summary
         except FileNotFoundError:
             if path.parent.is_dir():
                 return {"run_id": run_id, "status": "running"}
@@ -120,14 +126,14 @@ class RunStore:
         return summary
 
 
-def _render(trace: Any) -> str:
+def _render(trace: TraceFile) -> str:
     from rich.console import Console
 
     from recursa.trace.show import render_tree
 
-    console = Console(file=io.StringIO(), width=110, color_system=None, highlight=False)
-    console.print(render_tree(trace))
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    out = io.StringIO()
+    Console(file=out, width=110, color_system=None, highlight=False).print(render_tree(trace))
+    text = out.getvalue()
     if len(text) > _TREE_CHARS:
         text = text[:_TREE_CHARS] + f"\n[... {len(text) - _TREE_CHARS:,} characters cut ...]"
     return text
@@ -148,13 +154,14 @@ class RunHandle:
     run_id: str
     task: asyncio.Task[Result] = field(init=False)
     meta: dict[str, Any] = field(default_factory=dict)  # what the stored summary starts from
-    events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    # Progress events, then None when the run has ended.
+    events: asyncio.Queue[ProgressEvent | None] = field(default_factory=asyncio.Queue)
     _cancelled: bool = False
 
     async def progress(self) -> AsyncIterator[ProgressEvent]:
         """Progress events until the run ends (nothing unless started with ``progress``)."""
-        while (item := await self.events.get()) is not _DONE:
-            yield item
+        while (event := await self.events.get()) is not None:
+            yield event
 
     async def result(self) -> Result:
         """Wait for the run. If the waiter is cancelled, the run is cancelled too."""
@@ -275,7 +282,7 @@ class RunManager:
         """Free the slot, store the summary, end the progress stream. Once per run."""
         if self.runs.pop(handle.run_id, None) is None:
             return
-        handle.events.put_nowait(_DONE)
+        handle.events.put_nowait(None)
         if self.store is None:
             return
         summary = {**handle.meta, "status": status, "error": error}
@@ -306,7 +313,7 @@ class RunManager:
             status = "cancelled"
             raise
         except RecursaError as exc:
-            error, result = str(exc), getattr(exc, "result", None)
+            error, result = str(exc), exc.result
             raise
         except Exception as exc:  # a bug: keep the server up, say what happened
             log.exception("run %s failed", handle.run_id)

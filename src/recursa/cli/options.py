@@ -1,0 +1,262 @@
+"""Options more than one command takes, declared once: their flag, type and help text.
+
+``recursa ask``, ``serve``, ``mcp`` and ``bench run`` share the model flags, ``--sandbox``,
+the price table and the limit flags. Each is an ``Annotated`` alias a command uses as a
+parameter's type; where the help must say something different per command (``--model``,
+``--timeout``, ``--max-sandboxes``), a small function takes the help text and returns the
+``typer.Option`` for ``Annotated[...]``, so the flag's name and spelling still live here.
+
+The limit flags arrive as :class:`LimitOptions`, which builds :class:`~recursa.limits.Limits`
+and names the flag the user typed in its errors. Nothing heavy is imported at module level:
+every command imports this module on start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from typer.models import OptionInfo
+
+from recursa.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recursa.limits import Limits
+    from recursa.pricing import PriceTable
+
+__all__ = [
+    "BaseURL",
+    "CellTimeout",
+    "Concurrency",
+    "LimitOptions",
+    "MaxCalls",
+    "MaxContextMB",
+    "MaxCost",
+    "MaxDepth",
+    "MaxFileMB",
+    "MaxIterations",
+    "MaxOutputChars",
+    "MaxTokens",
+    "Prices",
+    "ProviderURLs",
+    "Sandbox",
+    "SubModel",
+    "context_bytes",
+    "flag_message",
+    "max_sandboxes_option",
+    "model_option",
+    "price_table",
+    "timeout_option",
+]
+
+MIB = 1024 * 1024
+
+# ---- models and where they run ---------------------------------------------------------------
+
+
+def model_option(help: str) -> OptionInfo:
+    """``--model``/``-m`` with a command's own help. ``$RECURSA_MODEL`` fills it in when
+    unset (the help says so in words, so typer's ``[env var]`` note is not repeated)."""
+    option: OptionInfo = typer.Option(
+        "--model", "-m", help=help, envvar="RECURSA_MODEL", show_envvar=False
+    )
+    return option
+
+
+SubModel = Annotated[
+    str | None,
+    typer.Option(
+        "--sub-model", help="Model for llm_query and child RLMs (default: the root model)."
+    ),
+]
+BaseURL = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="API root for OpenAI-compatible or Anthropic-compatible servers "
+        "(e.g. http://localhost:8000/v1). Default: $OPENAI_BASE_URL / $ANTHROPIC_BASE_URL.",
+    ),
+]
+# The servers' form: a client may pick models of several providers, so each URL names its own.
+ProviderURLs = Annotated[
+    list[str],
+    typer.Option(
+        "--base-url",
+        help="API root of the --model's provider (an OpenAI- or Anthropic-compatible server), "
+        "or PROVIDER=URL for another provider (repeatable). A URL is used for its own provider "
+        "only, so no other provider's key is ever sent to it.",
+        show_default=False,
+    ),
+]
+Sandbox = Annotated[
+    str,
+    typer.Option(
+        "--sandbox",
+        help="Where model code runs: process (default), wasm or docker; "
+        "`recursa doctor` shows what each protects here.",
+    ),
+]
+Prices = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        envvar="RECURSA_PRICES",
+        show_envvar=False,  # the help names it
+        help="JSON/TOML file extending the price table ($RECURSA_PRICES).",
+    ),
+]
+
+
+def price_table(prices: Path | None) -> PriceTable:
+    """The built-in prices, extended by ``--prices`` (or ``$RECURSA_PRICES``) when given."""
+    from recursa.pricing import PriceTable
+
+    return PriceTable.from_file(prices) if prices else PriceTable()
+
+
+# ---- limits ----------------------------------------------------------------------------------
+
+MaxIterations = Annotated[
+    int,
+    typer.Option(
+        "--max-iterations",
+        help='Root turns per RLM that may run code, then at most one "answer now" turn '
+        "that runs no code.",
+    ),
+]
+MaxDepth = Annotated[
+    int, typer.Option("--max-depth", help="How deep rlm_query may nest child RLMs.")
+]
+MaxCost = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="USD per run: a call is sent only if its worst case still fits "
+        "(calls of models without a known price do not count).",
+    ),
+]
+MaxCalls = Annotated[
+    int | None,
+    typer.Option(
+        "--max-calls", help="LM requests per run, retries included; none is sent past it."
+    ),
+]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--max-tokens",
+        help="Tokens per run: a call is sent only if its estimated prompt plus its output "
+        "cap still fits.",
+    ),
+]
+CellTimeout = Annotated[
+    float,
+    typer.Option("--cell-timeout", help="Compute-time limit of one code cell, in seconds."),
+]
+Concurrency = Annotated[int, typer.Option("--concurrency", help="LM calls in flight at once.")]
+MaxOutputChars = Annotated[
+    int | None,
+    typer.Option(
+        "--max-output-chars",
+        help="REPL output shown to the model per iteration (default: the model's own "
+        "suggestion, else 20000).",
+    ),
+]
+
+
+def timeout_option(help: str) -> OptionInfo:
+    """``--timeout``: a run's wall clock, in seconds (what bounds a "run" differs by command)."""
+    option: OptionInfo = typer.Option("--timeout", help=help)
+    return option
+
+
+def max_sandboxes_option(help: str) -> OptionInfo:
+    """``--max-sandboxes``: sandbox processes alive at once in one run's tree."""
+    option: OptionInfo = typer.Option("--max-sandboxes", help=help)
+    return option
+
+
+# Limits fields as flags: the library's message names the field, the CLI's the flag.
+_LIMIT_FLAGS = {
+    "max_iterations": "--max-iterations",
+    "max_depth": "--max-depth",
+    "max_llm_calls": "--max-calls",
+    "max_tokens": "--max-tokens",
+    "max_cost_usd": "--max-cost",
+    "timeout_s": "--timeout",
+    "cell_timeout_s": "--cell-timeout",
+    "max_concurrency": "--concurrency",
+    "max_output_chars": "--max-output-chars",
+    "max_sandboxes": "--max-sandboxes",
+}
+
+
+def flag_message(message: str) -> str:
+    """A library message about :class:`~recursa.limits.Limits` fields, naming the flags."""
+    for name, flag in _LIMIT_FLAGS.items():
+        message = re.sub(rf"\b(Limits\.)?{name}\b", flag, message)
+    return message
+
+
+@dataclass(frozen=True)
+class LimitOptions:
+    """The limit flags as given. ``serve`` and ``mcp`` have no ``--concurrency`` or
+    ``--max-output-chars`` (and ``mcp`` no ``--max-sandboxes``): those keep the library's
+    defaults."""
+
+    max_iterations: int
+    max_depth: int
+    max_cost: float | None
+    max_calls: int | None
+    max_tokens: int | None
+    timeout: float | None  # None: no wall-clock limit
+    cell_timeout: float
+    max_sandboxes: int | None = None  # None: 4, or max_depth + 1 if more
+    concurrency: int = 16  # Limits' own default
+    max_output_chars: int | None = None  # None: the model's own suggestion
+
+    def limits(self) -> Limits:
+        """The :class:`~recursa.limits.Limits`; a bad value is a ConfigError naming its flag."""
+        from recursa.limits import Limits
+
+        try:
+            return Limits(
+                max_iterations=self.max_iterations,
+                max_depth=self.max_depth,
+                max_llm_calls=self.max_calls,
+                max_tokens=self.max_tokens,
+                max_cost_usd=self.max_cost,
+                timeout_s=self.timeout,
+                cell_timeout_s=self.cell_timeout,
+                max_concurrency=self.concurrency,
+                max_output_chars=self.max_output_chars,
+                max_sandboxes=self.max_sandboxes,
+            )
+        except ConfigError as exc:  # name the flag the user typed, not the library's field
+            raise ConfigError(flag_message(str(exc))) from None
+
+
+# ---- how much input is read ------------------------------------------------------------------
+
+MaxFileMB = Annotated[
+    float,
+    typer.Option(
+        "--max-file-mb",
+        help="Largest file read, in MiB (checked before reading; larger files in a folder "
+        "are skipped with a note).",
+    ),
+]
+MaxContextMB = Annotated[
+    float,
+    typer.Option("--max-context-mb", help="All files read for one question together, in MiB."),
+]
+
+
+def context_bytes(max_file_mb: float, max_context_mb: float) -> tuple[int, int]:
+    """``--max-file-mb`` and ``--max-context-mb`` in bytes (at least one each)."""
+    if max_file_mb <= 0 or max_context_mb <= 0:
+        raise ConfigError("--max-file-mb and --max-context-mb must be positive")
+    return max(1, int(max_file_mb * MIB)), max(1, int(max_context_mb * MIB))
