@@ -33,6 +33,8 @@ from recursa.sandbox import CallRefused, SandboxConfig, harden, sandbox_factory
 from recursa.sandbox.docker import docker_status
 from recursa.sandbox.pyodide import ensure_pyodide, find_deno, pyodide_dir
 
+from .waiting import wait_until_async
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SECRET = f"sk-recursa-planted-{secrets.token_hex(12)}"
@@ -531,11 +533,9 @@ async def test_a_forged_call_frame_outside_a_request_kills_the_worker(box):
     )
     r = await box.run(code)
     if "NO THREADS" not in r.stdout:  # WebAssembly has no threads to leave behind
-        for _ in range(60):
-            if not box.sb.alive:
-                break
-            await asyncio.sleep(0.05)
-        assert not box.sb.alive
+        await wait_until_async(
+            lambda: not box.sb.alive, "the forged frame to get the worker killed", timeout=3
+        )
     assert len(box.calls) == calls and "smuggled" not in box.calls
     await box.healthy()
 
@@ -558,11 +558,9 @@ async def test_a_thread_calling_llm_query_after_its_cell_is_refused_and_killed(b
     )
     r = await box.run(code)
     if "NO THREADS" not in r.stdout:
-        for _ in range(60):
-            if not box.sb.alive:
-                break
-            await asyncio.sleep(0.05)
-        assert not box.sb.alive
+        await wait_until_async(
+            lambda: not box.sb.alive, "the late call to get the worker killed", timeout=3
+        )
     assert box.calls[calls:] == []
     await box.healthy()
 

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from recursa.sandbox import CallRefused, ProcessSandbox, SandboxConfig, harden
 from recursa.sandbox._scratch import remove_tree, usage
 
 from .test_sandbox_lifetime import alive
+from .waiting import wait_until, wait_until_async
 
 LINUX = sys.platform.startswith("linux")
 KERNEL = harden.probe()
@@ -272,10 +272,7 @@ def test_a_worker_that_clears_its_parent_death_signal_still_dies_with_its_host()
         assert alive(worker)
         os.kill(host.pid, signal.SIGKILL)
         host.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(worker)
+        wait_until(lambda: not alive(worker), "the worker to die with its host", timeout=20)
     finally:
         if host.poll() is None:
             host.kill()
@@ -303,10 +300,7 @@ def test_the_worker_watchdog_ends_it_when_its_parent_goes_even_without_pdeathsig
         [sys.executable, "-c", middle], capture_output=True, text=True, timeout=60, check=True
     )
     pid = int(done.stdout)  # the middle process has exited: the child's parent is gone
-    deadline = time.monotonic() + 20
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(pid)
+    wait_until(lambda: not alive(pid), "the watchdog to end the orphan", timeout=20)
 
 
 # ---- 5. forged frames and host memory ------------------------------------------------------
@@ -540,11 +534,9 @@ async def test_a_worker_killed_between_cells_is_reported_to_the_next_cell():
         )
         r = await b.sb.execute(code, timeout_s=30)
         assert r.ok, r.error
-        for _ in range(200):
-            if not b.sb.alive:
-                break
-            await asyncio.sleep(0.05)
-        assert not b.sb.alive
+        await wait_until_async(
+            lambda: not b.sb.alive, "the scratch watcher to kill the worker", timeout=10
+        )
         r = await b.sb.execute("1")  # a dead worker is a fatal result, not an exception
         assert r.fatal and r.fatal_reason == "disk"
         await b.healthy()

@@ -1,7 +1,7 @@
 """Cost accounting across a whole tree: batches, children, grandchildren, three priced models.
 
-The ground truth is what the models themselves saw: every ScriptedLM records its calls, and
-its usage is four characters per token. Result totals, per-model and per-depth breakdowns,
+The ground truth is what the models themselves saw: every ScriptedLM records its calls and the
+reply it gave to each, and its usage is four characters per token. Result totals, per-model and per-depth breakdowns,
 the lm_call spans, the trace summary and the viewer must all agree with it, exactly.
 """
 
@@ -91,6 +91,7 @@ def truth(lm: PricedLM) -> Usage:
     p = PRICES[lm.name]
     total = Usage()
     for messages, text in zip(lm.calls, lm.replies_given, strict=True):
+        assert text is not None, "every call got a reply"
         inp = approx_tokens(sum(len(m.content) for m in messages))
         out = approx_tokens(len(text))
         cached = int(inp * lm.cached_share)
@@ -98,19 +99,6 @@ def truth(lm: PricedLM) -> Usage:
         cost = ((inp - cached) * p["input"] + cached * rate + out * p["output"]) / 1e6
         total = total + Usage(inp, out, cached, 1, cost)
     return total
-
-
-@pytest.fixture(autouse=True)
-def _record_replies(monkeypatch):
-    """Let each PricedLM remember the text it returned, in call order."""
-    original = ScriptedLM._choose
-
-    def choose(self, messages):
-        text = original(self, messages)
-        self.__dict__.setdefault("replies_given", []).append(text)
-        return text
-
-    monkeypatch.setattr(ScriptedLM, "_choose", choose)
 
 
 def lm_spans(result):

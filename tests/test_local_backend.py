@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,10 +18,11 @@ from recursa.embedded.llama_context import StopAfterCode
 from recursa.embedded.runtime import CallResult, LoadedModel, LoadSettings
 from recursa.errors import ConfigError, LMError, LMRequestError, MissingDependencyError
 from recursa.lm.base import ProviderOptions
-from recursa.lm.registry import resolve_model
+from recursa.lm.registry import DEFAULT_MODEL, default_model_spec, resolve_model
 from recursa.prompts import STRICT, profile_for
-from recursa.lm.registry import DEFAULT_MODEL, default_model_spec
 from recursa.types import LMSettings, Message
+
+from .waiting import wait_until_async
 
 
 @pytest.fixture
@@ -119,6 +121,33 @@ def test_importing_recursa_does_not_import_llama_cpp():
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None or not sys.platform.startswith("linux"),
+    reason="needs llama_cpp, and /proc to find libgomp",
+)
+def test_llama_cpp_waits_passively_and_the_environment_is_left_as_it_was():
+    # libgomp reads OMP_WAIT_POLICY once, when llama.cpp's libraries load it; recursa sets it
+    # for that import only. A passive policy shows as a spin count of 0.
+    code = (
+        "import ctypes, os\n"
+        "from recursa.embedded.runtime import import_llama_cpp\n"
+        "import_llama_cpp()\n"
+        "if 'libgomp' not in open('/proc/self/maps').read():\n"
+        "    raise SystemExit(3)\n"
+        "print('OMP_WAIT_POLICY' in os.environ, flush=True)\n"
+        "ctypes.CDLL('libgomp.so.1').omp_display_env(1)\n"  # to stderr
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    if proc.returncode == 3:
+        pytest.skip("this llama.cpp build does not use OpenMP")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    assert "GOMP_SPINCOUNT = '0'" in proc.stderr
+
+
 # ---- calls ----------------------------------------------------------------------------------
 
 
@@ -175,8 +204,7 @@ async def test_a_cancelled_call_aborts_the_evaluation(monkeypatch, llama_install
     monkeypatch.setattr(local.LocalLM, "_loaded", lambda self: model)
     lm = local.LocalLM(str(gguf))
     task = asyncio.create_task(lm.complete([Message.user("long prompt")]))
-    while not model.calls:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: model.calls, "the evaluation to start", poll_s=0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

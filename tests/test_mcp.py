@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ import pytest
 mcp = pytest.importorskip("mcp")
 import anyio  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
+
+from .waiting import wait_until, wait_until_async  # noqa: E402
 
 FILES = "```repl\nFINAL(repr(sorted(context)) if isinstance(context, dict) else repr(context))\n```"
 SECRET = "```repl\nimport re\nFINAL(re.search(r'code word is (\\w+)', str(context)).group(1))\n```"
@@ -149,16 +150,17 @@ async def test_streamable_http_transport(workspace):
     cmd = [sys.executable, "-m", "recursa", "mcp", "--http", "--port", str(port)]
     cmd += ["--root", str(workspace["root"]), "--model", f"scripted:{workspace['script']}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 60
-        while True:  # wait until it listens; the deadline only stops a broken test hanging
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "the MCP HTTP server did not start"
-                time.sleep(0.1)
+        wait_until(listening, "the MCP HTTP server to listen", timeout=60, poll_s=0.1)
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             result = await client.call_tool(
                 "ask", {"question": "What is the code word?", "paths": ["docs"]}
@@ -204,9 +206,12 @@ async def test_cancelling_a_call_cancels_the_run_and_kills_its_sandbox(workspace
         outs = [s["attrs"].get("stdout") or "" for s in spans if s["kind"] == "cell"]
         (out,) = [o for o in outs if o.startswith("PID")]
         pid = int(out.split()[1])
-        with anyio.fail_after(60):  # only keeps a broken test from hanging
-            while not (run / "summary.json").exists() or _alive(pid):
-                await anyio.sleep(0.05)
+        await wait_until_async(
+            lambda: (run / "summary.json").exists() and not _alive(pid),
+            "the run's summary and the end of its sandbox worker",
+            timeout=60,
+            poll_s=0.05,
+        )
         assert json.loads((run / "summary.json").read_text())["status"] == "cancelled"
 
 

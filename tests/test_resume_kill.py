@@ -8,11 +8,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 from recursa.testing import FakeLLMServer
+
+from .waiting import wait_until
 
 N = 50
 BATCH = (
@@ -42,22 +43,18 @@ def journaled_sub_answers(journal: Path) -> set[int]:
 
 
 def wait_for_journal(journal: Path, at_least: int, proc: subprocess.Popen, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def far_enough() -> bool:
         assert proc.poll() is None, proc.stderr.read().decode()
-        if journal.exists():
-            try:
-                if len(journaled_sub_answers(journal)) >= at_least:
-                    return
-            except sqlite3.OperationalError:
-                pass  # the table is being created
-        time.sleep(0.05)
-    raise AssertionError("the run did not get far enough in time")
+        try:
+            return journal.exists() and len(journaled_sub_answers(journal)) >= at_least
+        except sqlite3.OperationalError:
+            return False  # the table is being created
+
+    wait_until(far_enough, f"{at_least} journaled sub-call answers", timeout=timeout, poll_s=0.05)
 
 
 def test_kill_9_during_a_batch_then_resume(tmp_path):
     env = {**os.environ, "RECURSA_DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": "k"}
-    run_id = None
     with FakeLLMServer(responder=reply, latency_s=0.15) as srv:
         cmd = [
             sys.executable,
@@ -84,12 +81,13 @@ def test_kill_9_during_a_batch_then_resume(tmp_path):
         proc.stdin.write(b"numbers from 0 to 49, one per item")
         proc.stdin.close()
         runs = tmp_path / "data" / "runs"
-        deadline = time.monotonic() + 30
-        while run_id is None and time.monotonic() < deadline:
-            found = list(runs.glob("*/journal.sqlite")) if runs.exists() else []
-            run_id = found[0].parent.name if found else None
-            time.sleep(0.02)
-        assert run_id, "no journal appeared"
+
+        def journal_appeared() -> bool:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            return runs.exists() and any(runs.glob("*/journal.sqlite"))
+
+        wait_until(journal_appeared, "the run's journal to appear", timeout=30)
+        run_id = next(runs.glob("*/journal.sqlite")).parent.name
         journal = runs / run_id / "journal.sqlite"
         wait_for_journal(journal, 12, proc)
         os.kill(proc.pid, signal.SIGKILL)

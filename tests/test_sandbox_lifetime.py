@@ -6,7 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
+
+from .waiting import wait_until
 
 HOST = r"""
 import asyncio
@@ -38,7 +39,4 @@ def test_worker_dies_when_its_host_is_killed():
     assert alive(worker)
     os.kill(host.pid, signal.SIGKILL)
     host.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(worker)
+    wait_until(lambda: not alive(worker), "the worker to die with its host", timeout=10)

@@ -12,6 +12,8 @@ import pytest
 from recursa.errors import SandboxCrashed
 from recursa.sandbox import CallRefused, ProcessSandbox, SandboxConfig
 
+from .waiting import wait_until_async
+
 
 async def echo_calls(fn: str, args: dict):
     if fn == "llm_query":
@@ -214,11 +216,7 @@ async def test_a_thread_calling_after_its_cell_returned_gets_the_worker_killed(s
         "threading.Thread(target=late, daemon=True).start()"
     )
     assert r.ok
-    for _ in range(50):
-        if not sb.alive:
-            break
-        await asyncio.sleep(0.05)
-    assert not sb.alive
+    await wait_until_async(lambda: not sb.alive, "the late call to kill the worker", timeout=2.5)
     await sb.restart()
     assert (await sb.execute("print('ok')")).stdout == "ok\n"
 

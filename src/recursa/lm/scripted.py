@@ -1,8 +1,10 @@
 """``ScriptedLM``: a deterministic model for tests, examples and offline demos.
 
-It replays a script and records every call. When the calls and the script disagree (more calls
-than replies, no rule matching a prompt, an ``expect`` pattern not found) it fails loudly with
-:class:`~recursa.errors.ScriptMismatch` instead of inventing an answer.
+It replays a script and records every call (``calls``) and the reply it gave to each
+(``replies_given``), so tests observe the fake instead of patching it. When the calls and the
+script disagree (more calls than replies, no rule matching a prompt, an ``expect`` pattern not
+found) it fails loudly with :class:`~recursa.errors.ScriptMismatch` instead of inventing an
+answer.
 
 Two ways to script, which can be combined:
 
@@ -80,6 +82,10 @@ class ScriptedLM(BaseLM):
         self.name = name if name.startswith("scripted") else f"scripted:{name}"
         self.latency_s = latency_s
         self.calls: list[list[Message]] = []
+        # The reply to each call, index for index with ``calls``: None while a call waits out
+        # ``latency_s``, and for one that got no reply (ScriptMismatch, a reply function that
+        # raised, a cancelled call).
+        self.replies_given: list[str | None] = []
         self._next = 0
 
     @property
@@ -116,10 +122,13 @@ class ScriptedLM(BaseLM):
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None
     ) -> Completion:
+        index = len(self.calls)
         self.calls.append(list(messages))
+        self.replies_given.append(None)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         text = self._choose(messages)
+        self.replies_given[index] = text
         usage = Usage(
             input_tokens=approx_tokens(sum(len(m.content) for m in messages)),
             output_tokens=approx_tokens(len(text)),

@@ -49,7 +49,8 @@ def _load(target: str) -> SandboxFactory:
     import importlib
 
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    factory: SandboxFactory = getattr(importlib.import_module(module), attr)
+    return factory
 
 
 def sandbox_factory(name: str, *, trusted: bool = False) -> SandboxFactory:

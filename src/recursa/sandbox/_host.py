@@ -10,16 +10,28 @@ killed at once, and the next cell runs in a fresh one. Subclasses say what to ru
 (:meth:`_command`, :meth:`_worker_env`, :meth:`_init_message`) and may adjust the boot and
 context frames.
 
-A cell's compute clock is its wall time minus the time the host spends running sub-call
-handlers; while handlers run, the worker's CPU time beyond what the rest of the wall time
-explains is charged as well (where the host can read it: ``/proc/<pid>/stat``), so a cell
-cannot burn CPU for free behind slow or forged sub-calls. Replies the worker never reads
-count as compute time.
+One cell (:meth:`WorkerHost.execute`) is a few named steps: send ``exec``, then wait for the
+result while serving sub-call frames and watching the run's deadline, ending the cell when its
+compute time is spent. A cell's compute clock (``_cell.py``) is its wall time minus the time the
+host spends running sub-call handlers, plus the worker's CPU time burnt while they ran (read
+from ``/proc/<pid>/stat`` where the host can), so a cell cannot compute for free behind slow or
+forged sub-calls. Replies the worker never reads count as compute time.
 
 Tiers whose ``scratch/`` is on the host's disk watch its size (``scratch_limit_mb``,
 ``max_scratch_files``) every ``SCRATCH_POLL_S`` and kill a worker past it; the folder is
 emptied and the run folder removed at shutdown by the iterative walker of ``_scratch.py``,
 which never raises into the run.
+
+Where a worker gets hardened: mostly not here. The host says what to apply in the ``init``
+frame (``ProcessSandbox._init_message`` in ``process.py``: rlimits, the thread cap, the
+Landlock paths), and the worker applies it to itself before any model code runs (``worker.py``:
+``_apply_rlimits``, ``_cap_threads``, ``_die_with_host``, then ``harden.apply``, which sets
+no-new-privs, ``landlock.restrict``, drops capabilities and ``seccomp.install``s its filter).
+On the host side, ``ProcessSandbox._spawned`` moves each worker into a pids cgroup
+(``_cgroup.py``), :meth:`WorkerHost._watch_scratch` below caps ``scratch/``,
+``harden.protect_host`` makes the host non-dumpable, the docker tier adds the container's
+limits (``docker.docker_command``) and the wasm tier Deno's permissions
+(``wasm.deno_command``). ``isolation.py`` reports what took effect.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from typing import Any
 
 from recursa.errors import ProtocolError, SandboxCrashed, SandboxStartError
 from recursa.sandbox import isolation
+from recursa.sandbox._cell import Cell, ComputeClock, Inbound
 from recursa.sandbox._scratch import empty_dir, remove_tree, usage
 from recursa.sandbox._support import Dead as _Dead
 from recursa.sandbox._support import Loaded as _Loaded
@@ -56,7 +69,6 @@ __all__ = ["WorkerHost"]
 _STDERR_TAIL = 8192
 # A key no JSON object can hold: the size of a frame from the worker, until it is answered.
 _BYTES = ("frame-bytes",)
-CPU_POLL_S = 0.25  # how often the worker's CPU time is read while sub-call handlers run
 SCRATCH_POLL_S = 0.5  # how often scratch/ is measured (longer when measuring takes long)
 try:
     _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -76,7 +88,7 @@ class WorkerHost:
         self._root: Path | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
-        self._inbox: asyncio.Queue[dict[str, Any] | _Dead] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         self._busy = False
         self._dead: _Dead | None = None
         self._kill_reason: tuple[str, str] | None = None
@@ -358,7 +370,9 @@ class WorkerHost:
             )
         return msg
 
-    async def _request(self, msg: dict[str, Any], kind: str, timeout_s: float | None) -> dict:
+    async def _request(
+        self, msg: dict[str, Any], kind: str, timeout_s: float | None
+    ) -> dict[str, Any]:
         if not self.alive:
             raise SandboxCrashed("the worker is not running; restart the sandbox", reason="dead")
         self._busy = True
@@ -400,9 +414,10 @@ class WorkerHost:
         """Run the handler; the reply goes out from a task of its own, so that a worker that
         does not read it stalls no handler and no compute clock (see :meth:`execute`)."""
         cid = msg["id"]
+        reply: dict[str, Any] | None
         try:
             value = await self.on_call(msg["fn"], msg["args"])
-            reply: dict[str, Any] = {"type": "response", "id": cid, "ok": True, "value": value}
+            reply = {"type": "response", "id": cid, "ok": True, "value": value}
         except CallRefused as exc:
             reply = {"type": "response", "id": cid, "ok": False, "error": str(exc)}
             reply["kind"] = exc.kind
@@ -445,127 +460,174 @@ class WorkerHost:
         finally:
             self._settle(msg)
 
+    # ---- one cell -------------------------------------------------------------------------------
     async def execute(
         self, code: str, *, timeout_s: float | None = None, deadline: float | None = None
     ) -> CellResult:
+        """Run one cell in the worker.
+
+        :meth:`_send_exec` hands the cell over; :meth:`_await_result` serves its sub-calls until
+        its ``result`` frame comes (:func:`_cell_result`), charging compute time and watching the
+        run's ``deadline``. Whatever else ends the cell (its compute time spent, the deadline, a
+        dead or misbehaving worker) comes back as a fatal result (:meth:`_fatal`), the worker
+        killed if it still ran; only a cancellation propagates, after the worker is killed.
+        """
         if not self.alive:
-            dead = self._dead
-            if dead is not None and not self._dead_reported:
-                # Killed between cells (a late thread's frame, scratch/ over its limit...):
-                # this cell is the first to hear of it; the caller restarts as for any crash.
-                async with self._scratch_lock:
-                    pass
-                return self._fatal(dead.reason, dead.detail, time.monotonic())
-            raise SandboxCrashed("the worker is not running; restart the sandbox", reason="dead")
-        cid = next(self._seq)
-        started = time.monotonic()
-        compute_left = timeout_s if timeout_s is not None else math.inf
-        inflight: set[asyncio.Task[None]] = set()
-        # CPU accounting while handlers run: the worker's CPU at the last sample (read lazily,
-        # at the cell's first sub-call), and wall time with / without handlers since then.
-        cpu_last: float | None = None
-        sampled_at = started
-        handler_s = free_s = 0.0
+            return await self._report_dead_worker()
+        now = time.monotonic()
+        cell = Cell(
+            id=next(self._seq),
+            started=now,
+            timeout_s=timeout_s,
+            deadline=deadline,
+            clock=ComputeClock(timeout_s, now),
+            next_frame=asyncio.create_task(self._inbox.get()),
+        )
         self._busy = True
-        get_task: asyncio.Task[Any] = asyncio.create_task(self._inbox.get())
         try:
-            first = [compute_left] + ([deadline - started] if deadline is not None else [])
-            try:
-                send_s = max(0.0, min(first))
-                sending = self._send({"type": "exec", "id": cid, "code": code})
-                await (sending if math.isinf(send_s) else within(sending, send_s))
-            except TimeoutError:  # the worker does not even read its input
-                await self._kill()
-                return self._fatal("cell_timeout", "the worker did not take the cell", started)
-            while True:
-                now = time.monotonic()
-                if cpu_last is not None and handler_s > 0 and now - sampled_at >= CPU_POLL_S:
-                    cpu = self._worker_cpu_s()
-                    if cpu is not None:
-                        # CPU beyond what the handler-free wall time explains was spent while
-                        # handlers ran: compute, up to one CPU per wall second.
-                        compute_left -= min(handler_s, max(0.0, cpu - cpu_last - free_s))
-                        cpu_last, sampled_at, handler_s, free_s = cpu, now, 0.0, 0.0
-                if compute_left <= 0:
-                    await self._kill()
-                    return self._fatal(
-                        "cell_timeout",
-                        f"the cell ran longer than {timeout_s:g}s of compute time "
-                        "(CPU used while sub-calls ran included)",
-                        started,
-                    )
-                if inflight:
-                    waits = [CPU_POLL_S if cpu_last is not None else math.inf]
-                else:
-                    waits = [compute_left]
-                if deadline is not None:
-                    waits.append(deadline - now)
-                wait_s = max(0.0, min(waits))
-                serving = bool(inflight)
-                done, _ = await asyncio.wait(
-                    {get_task, *inflight},
-                    timeout=None if math.isinf(wait_s) else wait_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                elapsed = time.monotonic() - now
-                if serving:  # time the host spends serving sub-calls is not compute
-                    handler_s += elapsed
-                else:
-                    compute_left -= elapsed
-                    free_s += elapsed
-                if not done:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        await self._kill()
-                        return self._fatal(
-                            "run_timeout",
-                            "the run's time limit was reached while the cell ran",
-                            started,
-                        )
-                    continue  # out of compute time (checked above), or time to read the CPU
-                inflight -= done
-                if get_task not in done:
-                    continue
-                msg = get_task.result()
-                get_task = asyncio.create_task(self._inbox.get())
-                if isinstance(msg, _Dead):
-                    if msg.reason == "disk":
-                        async with self._scratch_lock:  # until scratch/ has been emptied
-                            pass
-                    return self._fatal(msg.reason, msg.detail, started)
-                kind = msg.get("type")
-                if kind == "call":
-                    if cpu_last is None and self.cpu_readable:
-                        cpu_last = self._worker_cpu_s()
-                        sampled_at, handler_s, free_s = time.monotonic(), 0.0, 0.0
-                    inflight.add(asyncio.create_task(self._serve_call(msg)))
-                    continue
-                self._settle(msg)
-                if kind == "result" and msg.get("id") == cid:
-                    return CellResult(
-                        stdout=msg["stdout"],
-                        error=msg.get("error"),
-                        final=msg.get("final"),
-                        elapsed_s=time.monotonic() - started,
-                        output_cut_chars=max(0, msg["stdout_chars"] - len(msg["stdout"])),
-                    )
-                await self._kill()
-                return self._fatal(
-                    "protocol", f"protocol violation: unexpected '{kind}' frame", started
-                )
+            not_taken = await self._send_exec(cell, code)
+            return not_taken if not_taken is not None else await self._await_result(cell)
         except SandboxCrashed:
             await self._kill()
-            return self._fatal("crash", _exit_detail(self._proc and self._proc.returncode), started)
+            returncode = self._proc.returncode if self._proc is not None else None
+            return self._fatal("crash", _exit_detail(returncode), cell.started)
         except BaseException:
             # Cancelled (run timeout, Ctrl-C, client gone): the cell's state is unknown.
             await self._kill()
             raise
         finally:
-            self._busy = False
-            get_task.cancel()
-            for task in (*inflight, *self._replies):
-                task.cancel()
-            if inflight:
-                await asyncio.gather(*inflight, return_exceptions=True)
+            await self._end_cell(cell)
+
+    async def _report_dead_worker(self) -> CellResult:
+        """The worker was killed between cells (a late thread's frame, scratch/ over its
+        limit...): the first cell after that hears of it as a fatal result, and the caller
+        restarts as for any crash; a cell after that one raises SandboxCrashed."""
+        dead = self._dead
+        if dead is not None and not self._dead_reported:
+            await self._scratch_emptied()
+            return self._fatal(dead.reason, dead.detail, time.monotonic())
+        raise SandboxCrashed("the worker is not running; restart the sandbox", reason="dead")
+
+    async def _send_exec(self, cell: Cell, code: str) -> CellResult | None:
+        """Send the ``exec`` frame. Waits (for the worker to read it) no longer than the cell's
+        compute time or the run's deadline: a worker that does not even read its input is
+        killed, and the fatal ``cell_timeout`` result is returned (None once the cell is sent)."""
+        limits = [cell.clock.left]
+        if cell.deadline is not None:
+            limits.append(cell.deadline - cell.started)
+        send_s = max(0.0, min(limits))
+        sending = self._send({"type": "exec", "id": cell.id, "code": code})
+        try:
+            await (sending if math.isinf(send_s) else within(sending, send_s))
+        except TimeoutError:
+            return await self._end_fatally(cell, "cell_timeout", "the worker did not take the cell")
+        return None
+
+    async def _await_result(self, cell: Cell) -> CellResult:
+        """Wait for the cell's ``result`` frame, serving the sub-calls it makes meanwhile.
+
+        Every round charges the worker's CPU time (:meth:`_charge_worker_cpu`) and ends the cell
+        (``cell_timeout``) once its compute time is spent, then waits for a frame or a handler
+        (:meth:`_wait_for_worker`). A wait that saw nothing happen ends the cell at the run's
+        deadline (``run_timeout``); each frame goes to :meth:`_on_frame`.
+        """
+        while True:
+            now = time.monotonic()
+            self._charge_worker_cpu(cell.clock, now)
+            if cell.clock.spent:
+                detail = (
+                    f"the cell ran longer than {cell.timeout_s:g}s of compute time "
+                    "(CPU used while sub-calls ran included)"
+                )
+                return await self._end_fatally(cell, "cell_timeout", detail)
+            done = await self._wait_for_worker(cell, now)
+            if not done:
+                if cell.deadline is not None and time.monotonic() >= cell.deadline:
+                    detail = "the run's time limit was reached while the cell ran"
+                    return await self._end_fatally(cell, "run_timeout", detail)
+                continue  # out of compute time (checked above), or time to read the CPU
+            cell.serving -= done
+            if cell.next_frame not in done:
+                continue  # only handlers finished
+            msg = cell.next_frame.result()
+            cell.next_frame = asyncio.create_task(self._inbox.get())
+            result = await self._on_frame(cell, msg)
+            if result is not None:
+                return result
+
+    def _charge_worker_cpu(self, clock: ComputeClock, now: float) -> None:
+        """Charge the CPU the worker burnt while sub-call handlers ran (read from /proc every
+        ``CPU_POLL_S`` while they run), so that a cell cannot compute for free behind slow or
+        forged sub-calls."""
+        if clock.cpu_due(now):
+            cpu = self._worker_cpu_s()
+            if cpu is not None:
+                clock.charge_cpu(cpu, now)
+
+    async def _wait_for_worker(self, cell: Cell, now: float) -> set[asyncio.Task[Any]]:
+        """Wait for the next frame from the worker or for a sub-call handler to finish, but no
+        longer than until the clock must be looked at again (compute time spent, CPU reading
+        due) or the run's deadline; return what finished (nothing: the wait ran out). The time
+        waited is charged to the cell's clock."""
+        serving = bool(cell.serving)
+        wait_s = cell.clock.wait_s(serving=serving)
+        if cell.deadline is not None:
+            wait_s = min(wait_s, cell.deadline - now)
+        wait_s = max(0.0, wait_s)
+        done, _ = await asyncio.wait(
+            {cell.next_frame, *cell.serving},
+            timeout=None if math.isinf(wait_s) else wait_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        cell.clock.count(time.monotonic() - now, serving=serving)
+        return done
+
+    async def _on_frame(self, cell: Cell, msg: Inbound) -> CellResult | None:
+        """Act on what the inbox gave while the cell ran: a sub-call is served (None: keep
+        waiting); the cell's result ends it; word that the worker died, or any other frame (a
+        protocol violation: the worker is killed), ends it with a fatal result."""
+        if isinstance(msg, _Dead):
+            if msg.reason == "disk":
+                await self._scratch_emptied()
+            return self._fatal(msg.reason, msg.detail, cell.started)
+        kind = msg.get("type")
+        if kind == "call":
+            self._start_call(cell, msg)
+            return None
+        self._settle(msg)
+        if kind == "result" and msg.get("id") == cell.id:
+            return _cell_result(msg, cell.started)
+        detail = f"protocol violation: unexpected '{kind}' frame"
+        return await self._end_fatally(cell, "protocol", detail)
+
+    def _start_call(self, cell: Cell, msg: dict[str, Any]) -> None:
+        """Serve a sub-call in a task of its own (the cell may make several at once). The
+        cell's first sub-call takes the first reading of the worker's CPU time."""
+        if not cell.clock.reading_cpu and self.cpu_readable:
+            cell.clock.start_reading_cpu(self._worker_cpu_s(), time.monotonic())
+        cell.serving.add(asyncio.create_task(self._serve_call(msg)))
+
+    async def _scratch_emptied(self) -> None:
+        """Wait until the scratch watcher has emptied scratch/ (it holds the lock while it
+        kills the worker and empties the folder), so that a cell told its worker was killed
+        for scratch/ is told so only once a fresh worker would find the folder clean."""
+        async with self._scratch_lock:
+            pass
+
+    async def _end_fatally(self, cell: Cell, reason: str, detail: str) -> CellResult:
+        """Kill the worker (the cell's state is unknown) and say why in a fatal result."""
+        await self._kill()
+        return self._fatal(reason, detail, cell.started)
+
+    async def _end_cell(self, cell: Cell) -> None:
+        """However the cell ended: stop reading the inbox and cancel the sub-calls and the
+        replies still in flight (their answers would go to no one)."""
+        self._busy = False
+        cell.next_frame.cancel()
+        for task in (*cell.serving, *self._replies):
+            task.cancel()
+        if cell.serving:
+            await asyncio.gather(*cell.serving, return_exceptions=True)
 
     # ---- scratch/ on the host's disk ------------------------------------------------------------
     def _scratch_limited(self) -> bool:
@@ -623,3 +685,15 @@ class WorkerHost:
             fatal_reason=reason,
             elapsed_s=time.monotonic() - started,
         )
+
+
+def _cell_result(msg: dict[str, Any], started: float) -> CellResult:
+    """The CellResult a ``result`` frame describes (``stdout`` was cut to the output cap in the
+    worker; ``stdout_chars`` says how long it was)."""
+    return CellResult(
+        stdout=msg["stdout"],
+        error=msg.get("error"),
+        final=msg.get("final"),
+        elapsed_s=time.monotonic() - started,
+        output_cut_chars=max(0, msg["stdout_chars"] - len(msg["stdout"])),
+    )

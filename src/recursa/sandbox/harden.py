@@ -27,6 +27,8 @@ import importlib.util
 import os
 import sys
 import threading
+from types import ModuleType
+from typing import Any
 
 __all__ = ["apply", "probe", "protect_host", "python_paths"]
 
@@ -41,7 +43,7 @@ _LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo")
 
 
-def _sibling(name: str):
+def _sibling(name: str) -> ModuleType:
     """Import ``name``.py from this folder by path (this module itself may be path-loaded)."""
     spec = importlib.util.spec_from_file_location(
         f"_recursa_{name}", os.path.join(_HERE, name + ".py")
@@ -159,7 +161,7 @@ def _drop_capabilities() -> bool:
     return True
 
 
-def _landlock(options: dict, landlock) -> list[str]:
+def _landlock(options: dict[str, Any], landlock: ModuleType) -> list[str]:
     fs_rw = landlock.FS_READ_FILE | landlock.FS_WRITE_FILE | landlock.FS_TRUNCATE
     devices = {
         "/dev/null": fs_rw,
@@ -179,7 +181,7 @@ def _landlock(options: dict, landlock) -> list[str]:
     return names
 
 
-def apply(options: dict) -> list[str]:
+def apply(options: dict[str, Any]) -> list[str]:
     """Harden the calling worker; return the names of the protections now in force.
 
     A mechanism the kernel lacks is skipped (the host warns about it); a mechanism that is
@@ -215,13 +217,14 @@ def protect_host() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     c_ulong = ctypes.c_ulong
-    return _libc().prctl(PR_SET_DUMPABLE, c_ulong(0), c_ulong(0), c_ulong(0), c_ulong(0)) == 0
+    rc: int = _libc().prctl(PR_SET_DUMPABLE, c_ulong(0), c_ulong(0), c_ulong(0), c_ulong(0))
+    return rc == 0
 
 
-def probe() -> dict:
+def probe() -> dict[str, Any]:
     """What this machine offers, without changing anything: ``{"platform", "seccomp",
     "landlock_abi", "rlimits", "no_new_privs"}``."""
-    info: dict = {"platform": sys.platform, "seccomp": False, "landlock_abi": 0}
+    info: dict[str, Any] = {"platform": sys.platform, "seccomp": False, "landlock_abi": 0}
     try:
         import resource  # noqa: F401
 

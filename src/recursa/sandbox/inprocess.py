@@ -16,6 +16,7 @@ from typing import Any
 from recursa.sandbox._support import refuse_all as _refuse_all
 from recursa.sandbox._support import within
 from recursa.sandbox.base import CallHandler, CallRefused, SandboxConfig
+from recursa.sandbox.functions import DEFAULT_FUNCTIONS
 from recursa.sandbox.worker import BudgetExhaustedError, LLMQueryError, Repl, _to_text
 from recursa.types import CellResult
 
@@ -40,9 +41,14 @@ class InProcessSandbox:
         assert self._repl is not None, "start() the sandbox first"
         return self._repl.namespace
 
+    async def _on_call(self, fn: str, args: dict[str, Any]) -> Any:
+        # A coroutine for run_coroutine_threadsafe, whatever awaitable the handler returns.
+        return await self.on_call(fn, args)
+
     def _call(self, fn: str, args: dict[str, Any]) -> Any:
+        """Run a sub-call on the host's loop from the cell's thread, and wait for it."""
         assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self.on_call(fn, args), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._on_call(fn, args), self._loop)
         try:
             return future.result()
         except CallRefused as exc:
@@ -54,7 +60,7 @@ class InProcessSandbox:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._repl = Repl(self._call, self.config.max_captured_chars)
+        self._repl = Repl(self._call, self.config.max_captured_chars, DEFAULT_FUNCTIONS.wire())
         for name, (value, alias) in self._contexts.items():
             self._bind(name, value, alias)
 

@@ -34,6 +34,7 @@ import ctypes
 import errno
 import os
 import sys
+from collections.abc import Callable
 
 __all__ = ["abi_version", "restrict"]
 
@@ -97,7 +98,8 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
 
 
-def _syscall() -> ctypes._CFuncPtr:
+def _syscall() -> Callable[..., int]:
+    """libc's ``syscall(2)``, returning a C long (the new fd, or -1 with errno set)."""
     fn = ctypes.CDLL(None, use_errno=True).syscall
     fn.restype = ctypes.c_long
     return fn
@@ -130,7 +132,7 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
-def _add_path_rule(syscall, ruleset: int, path: str, rights: int) -> bool:
+def _add_path_rule(syscall: Callable[..., int], ruleset: int, path: str, rights: int) -> bool:
     """Grant ``rights`` beneath ``path``; return False when the path does not exist."""
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)

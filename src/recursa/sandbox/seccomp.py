@@ -65,6 +65,7 @@ import errno
 import os
 import struct
 import sys
+from collections.abc import Mapping
 
 __all__ = [
     "ALLOWED",
@@ -513,8 +514,10 @@ def _arg_lo(i: int) -> int:
     return OFF_ARGS + 8 * i + (0 if sys.byteorder == "little" else 4)
 
 
-def _numbers(table: dict[str, tuple[int | None, int | None]], col: int) -> list[int]:
-    return [pair[col] for pair in table.values() if pair[col] is not None]
+def _numbers(table: Mapping[str, tuple[int | None, int | None]], col: int) -> list[int]:
+    """Column ``col`` of a table of system call numbers, leaving out the calls an
+    architecture does not have (None)."""
+    return [nr for pair in table.values() if (nr := pair[col]) is not None]
 
 
 def _any_of(nrs: list[int], action: bytes) -> list[bytes]:
@@ -603,7 +606,8 @@ def supported() -> bool:
         return False
     libc = _libc()
     # PR_GET_SECCOMP fails with EINVAL on kernels built without CONFIG_SECCOMP.
-    return libc.prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0
+    mode: int = libc.prctl(PR_GET_SECCOMP, 0, 0, 0, 0)
+    return mode >= 0
 
 
 def install() -> None:
