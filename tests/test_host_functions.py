@@ -85,3 +85,20 @@ def test_a_new_function_is_one_row() -> None:
         validate_worker_message({**msg, "fn": "llm_query"}, table)
     with pytest.raises(ValueError, match="defined twice"):
         FunctionTable([table.rows[0], table.rows[0]])
+
+
+async def test_every_tier_declares_the_sandbox_protocol() -> None:
+    from recursa.sandbox import ProcessSandbox, Sandbox
+    from recursa.sandbox.base import HasWorkerProcess
+    from recursa.sandbox.inprocess import InProcessSandbox
+
+    box = InProcessSandbox()
+    assert isinstance(box, Sandbox) and not isinstance(box, HasWorkerProcess)
+    assert not box.alive
+    await box.start()
+    await box.set_var("x", [1, 2])
+    assert box.alive and await box.get_var("x") == "[1, 2]"
+    await box.shutdown()
+    assert not box.alive
+    proc = ProcessSandbox()
+    assert isinstance(proc, Sandbox) and isinstance(proc, HasWorkerProcess)

@@ -36,6 +36,11 @@ class InProcessSandbox:
         self._contexts: dict[str, tuple[Any, bool]] = {}
 
     @property
+    def alive(self) -> bool:
+        """True from ``start()`` until ``shutdown()``: there is no worker that could die."""
+        return self._repl is not None
+
+    @property
     def namespace(self) -> dict[str, Any]:
         """The REPL's variables, for inspection."""
         assert self._repl is not None, "start() the sandbox first"
@@ -116,7 +121,7 @@ class InProcessSandbox:
         await self.start()
 
     async def shutdown(self) -> None:
-        return None
+        self._repl = None
 
     def isolation(self) -> dict[str, Any]:
         return {"tier": self.tier, "process": False, "scrubbed_env": False, "protections": []}
