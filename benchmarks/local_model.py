@@ -243,8 +243,8 @@ async def suite(lm) -> list[dict]:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    from recursa.lm.local import LocalLM
     from recursa.embedded.runtime import default_threads
+    from recursa.lm.local import LocalLM
 
     gen, prompt = (args.threads, args.threads) if args.threads else default_threads()
     figures: dict = {"threads": f"{gen} generation / {prompt} prompt", "model": args.model}

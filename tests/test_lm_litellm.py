@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -50,6 +51,23 @@ def test_import_does_not_fetch_the_cost_map_from_the_network():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "cost map" not in proc.stderr
+
+
+def test_the_offline_setting_is_not_left_in_the_environment():
+    # The setting above holds for LiteLLM's import only: the user's environment (and what their
+    # child processes inherit) is as it was.
+    code = (
+        "import os\n"
+        "from recursa.lm.litellm import LiteLLM\n"
+        "LiteLLM('openai/x')\n"
+        "print('LITELLM_LOCAL_MODEL_COST_MAP' in os.environ)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
 
 
 async def test_completion_usage_and_payload(srv):

@@ -39,7 +39,8 @@ __all__ = [
     "load_context",
 ]
 
-ContextSource = Union[str, bytes, list, tuple, Mapping, Path, "Context"]
+# Items are checked at run time (str or bytes, else ContextError), so the containers take Any.
+ContextSource = Union[str, bytes, list[Any], tuple[Any, ...], Mapping[Any, Any], Path, "Context"]
 
 _VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr"})
 _SNIFF = 8192
@@ -305,7 +306,7 @@ class _Ignore:
     """``.gitignore`` rules found on the way down a tree, each applied below its own folder."""
 
     def __init__(self) -> None:
-        self.specs: list[tuple[str, pathspec.PathSpec]] = []
+        self.specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
 
     def add(self, rel_dir: str, gitignore: Path, warnings: list[str]) -> None:
         try:

@@ -24,7 +24,7 @@ import zlib
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from recursa.context import Context
 from recursa.errors import JournalError
@@ -77,8 +77,9 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None  # field 22: start time in clock ticks
 
 
-def owner_alive(owner: Any) -> bool:
-    """Whether the process recorded as a run's owner is still running."""
+def owner_alive(owner: object) -> TypeGuard[dict[str, Any]]:
+    """Whether the process recorded as a run's owner is still running (so ``owner`` is a dict
+    holding an int ``pid``)."""
     if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
         return False
     pid = owner["pid"]

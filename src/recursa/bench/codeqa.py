@@ -131,10 +131,13 @@ def _source_files() -> list[tuple[str, Path]]:
     return out
 
 
-def _doc_nodes(tree: ast.Module) -> list[tuple[ast.AST, ast.Expr]]:
-    out = []
+_DocNode = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _doc_nodes(tree: ast.Module) -> list[tuple[_DocNode, ast.Expr]]:
+    out: list[tuple[_DocNode, ast.Expr]] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        if isinstance(node, _DocNode):
             body = node.body
             first = body[0] if body else None
             if (
@@ -163,6 +166,7 @@ def strip_docstrings(source: str) -> tuple[str, dict[str, str]]:
         if not isinstance(node, ast.Module) and expr.lineno == node.lineno:
             continue
         start, end = expr.lineno - 1, (expr.end_lineno or expr.lineno)
+        # \s* matches every string, so there is always a match
         indent = re.match(r"\s*", lines[start]).group(0)  # type: ignore[union-attr]
         lines[start:end] = [f"{indent}...\n"]
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):

@@ -86,7 +86,8 @@ class MethodEnv:
     trace_dir: Path = Path("traces")
     # Per-window state that lets one window's questions share work (a prompt prefix, an index).
     kept_chars: dict[str, int] = field(default_factory=dict)
-    indexes: dict[str, Any] = field(default_factory=dict)
+    # context sha256 -> (its chunks, a bm25s.BM25 index over them)
+    indexes: dict[str, tuple[list[str], Any]] = field(default_factory=dict)
     owned: list[LM] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -212,23 +213,27 @@ def _rlm_name(depth: int, sub: bool) -> str:
     return "rlm-nosub" if not sub else ("rlm" if depth == 1 else f"rlm-depth{depth}")
 
 
-def _rlm_method(depth: int, sub: bool) -> Callable[[Task, MethodEnv, ScoreFn], Awaitable[Outcome]]:
+_MethodFn = Callable[[Task, MethodEnv, ScoreFn], Awaitable[Outcome]]
+
+
+def _rlm_method(depth: int, sub: bool) -> _MethodFn:
     async def method(task: Task, env: MethodEnv, score: ScoreFn) -> Outcome:
         return await _rlm(task, env, score, depth=depth, sub=sub)
 
     return method
 
 
-def _baseline(name: str) -> Callable[[Task, MethodEnv, ScoreFn], Awaitable[Outcome]]:
+def _baseline(name: str) -> _MethodFn:
     async def method(task: Task, env: MethodEnv, score: ScoreFn) -> Outcome:
         from recursa.bench import baselines
 
-        return await getattr(baselines, name)(task, env, score)
+        run: _MethodFn = getattr(baselines, name)
+        return await run(task, env, score)
 
     return method
 
 
-METHODS: dict[str, Callable[[Task, MethodEnv, ScoreFn], Awaitable[Outcome]]] = {
+METHODS: dict[str, _MethodFn] = {
     "direct": _baseline("direct"),
     "rag": _baseline("rag"),
     "summarize": _baseline("summarize"),

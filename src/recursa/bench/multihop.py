@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TypedDict
 
 from recursa.bench.tasks import Benchmark, Task, length_label, register, target_chars
 from recursa.limits import approx_tokens
 
-__all__ = ["World", "build_world"]
+__all__ = ["Event", "Org", "Person", "World", "build_world"]
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -83,13 +85,34 @@ _FILLER = (
 )
 
 
+class Person(TypedDict):
+    born: int
+    city: str
+    job: str
+    org: str
+    mentor: str
+
+
+class Org(TypedDict):
+    founded: int
+    city: str
+
+
+class Event(TypedDict):
+    kind: int  # index into _KINDS
+    year: int
+    city: str
+    org: str
+    winner: str
+
+
 @dataclass
 class World:
     countries: list[str] = field(default_factory=list)
     cities: dict[str, str] = field(default_factory=dict)  # city -> country
-    people: dict[str, dict] = field(default_factory=dict)  # born, city, job, org, mentor
-    orgs: dict[str, dict] = field(default_factory=dict)  # founded, city
-    events: list[dict] = field(default_factory=list)  # kind, year, city, org, winner
+    people: dict[str, Person] = field(default_factory=dict)
+    orgs: dict[str, Org] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
     docs: dict[str, str] = field(default_factory=dict)  # doc id -> text
     doc_of: dict[str, str] = field(default_factory=dict)  # entity -> doc id
 
@@ -98,7 +121,7 @@ def _name(rng: random.Random, parts: int) -> str:
     return "".join(rng.choice(_SYL) for _ in range(parts)).capitalize()
 
 
-def _unique(rng: random.Random, make, n: int) -> list[str]:
+def _unique(rng: random.Random, make: Callable[[random.Random], str], n: int) -> list[str]:
     seen: dict[str, None] = {}
     while len(seen) < n:
         seen.setdefault(make(rng), None)
@@ -118,6 +141,7 @@ def _entities(rng: random.Random, w: World) -> None:
             "city": rng.choice(cities),
             "job": rng.choice(_PROFESSIONS),
             "org": rng.choice(orgs),
+            "mentor": "",  # drawn below, once everyone exists
         }
     for i, p in enumerate(people):
         w.people[p]["mentor"] = people[(i + rng.randint(1, len(people) - 1)) % len(people)]
@@ -158,7 +182,7 @@ def _filler(rng: random.Random, w: World, chars: int, people: list[str], orgs: l
     return "\n\n".join(out)
 
 
-def _event_title(e: dict) -> str:
+def _event_title(e: Event) -> str:
     return f"The {e['year']} {_KINDS[e['kind']][0]} in {e['city']}"
 
 
@@ -170,8 +194,8 @@ def _facts(w: World) -> list[tuple[str, str, str]]:
         out.append((c, c, f"{c} is a country whose largest city is {capital}."))
     for city, country in w.cities.items():
         out.append((city, city, f"{city} is a city in {country}."))
-    for o, d in w.orgs.items():
-        text = f"{o} was founded in {d['founded']}. Its headquarters are in {d['city']}."
+    for o, org in w.orgs.items():
+        text = f"{o} was founded in {org['founded']}. Its headquarters are in {org['city']}."
         out.append((o, o, text))
     for p, d in w.people.items():
         text = (
@@ -215,7 +239,7 @@ def _period(year: int) -> str:
     return f"the {word} {year - part}s"
 
 
-def _matches(e: dict, kind: int, period: str, org: str) -> int:
+def _matches(e: Event, kind: int, period: str, org: str) -> int:
     """How many of the three descriptor constraints event ``e`` meets."""
     return (e["kind"] == kind) + (_period(e["year"]) == period) + (e["org"] == org)
 

@@ -20,7 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recursa.bench.data import prose_paragraphs
-from recursa.bench.tasks import Benchmark, Task, length_label, register, target_chars
+from recursa.bench.tasks import (
+    Benchmark,
+    GenerateFn,
+    Task,
+    length_label,
+    register,
+    target_chars,
+)
 
 __all__ = ["FILLER", "SYNONYMS", "niah_tasks"]
 
@@ -74,10 +81,11 @@ SYNONYMS: tuple[tuple[str, str], ...] = tuple(
     )
 )
 
-_VARIANTS = {
-    "niah": ("prose", "number", 0),
-    "niah-filler": ("filler", "number", 0),
-    "niah-uuid": ("prose", "uuid", 0),
+# name -> (haystack, needle kind, range of distractor needles or None)
+_VARIANTS: dict[str, tuple[str, str, tuple[int, int] | None]] = {
+    "niah": ("prose", "number", None),
+    "niah-filler": ("filler", "number", None),
+    "niah-uuid": ("prose", "uuid", None),
     "niah-synonyms": ("prose", "number", (20, 50)),
 }
 
@@ -169,7 +177,7 @@ def niah_tasks(benchmark: str, length: int, n: int, seed: int) -> list[Task]:
     return tasks
 
 
-def _generator(name: str):
+def _generator(name: str) -> GenerateFn:
     def generate(length: int, n: int, seed: int, data_dir: Path | None) -> list[Task]:
         return niah_tasks(name, length, n, seed)
 

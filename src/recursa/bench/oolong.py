@@ -82,7 +82,8 @@ class _Pool:
     """Questions of one label, drawn without replacement until used up, then reshuffled."""
 
     def __init__(self, items: list[TrecQuestion], rng: random.Random) -> None:
-        self.items, self.rng, self.order = items, rng, []
+        self.items, self.rng = items, rng
+        self.order: list[int] = []
 
     def take(self) -> TrecQuestion:
         if not self.order:
@@ -174,32 +175,32 @@ def _candidates(win: Window, rng: random.Random) -> dict[str, list[tuple[str, st
     for i, a in enumerate(LABELS):
         for b in LABELS[i + 1 :]:
             ca, cb = counts[a], counts[b]
-            gold = "more common than" if ca > cb else "less common than" if ca < cb else None
-            gold = gold or "same frequency as"
+            relation = "more common than" if ca > cb else "less common than" if ca < cb else None
+            relation = relation or "same frequency as"
             body = (
                 f"is the label '{a}' more common than, less common than, or the same frequency "
                 f"as the label '{b}'?"
             )
-            fam["compare"].append(("compare", _q(body, _ANSWER_COMPARE), gold))
+            fam["compare"].append(("compare", _q(body, _ANSWER_COMPARE), relation))
     per_user = Counter(r.user for r in win.records)
     busy = sorted(u for u, k in per_user.items() if k >= 2)
     fam["user_count"] = []
     for user in rng.sample(busy, min(len(busy), 12)):
         lab = rng.choice(LABELS)
-        gold = sum(1 for r in win.records if r.user == user and r.label == lab)
+        asked = sum(1 for r in win.records if r.user == user and r.label == lab)
         body = f"how many questions asked by user {user} should be labelled '{lab}'?"
-        fam["user_count"].append(("user_count", _q(body, _ANSWER_NUMBER), gold))
+        fam["user_count"].append(("user_count", _q(body, _ANSWER_NUMBER), asked))
     fam["date_count"] = []
     days = sorted({r.date for r in win.records})
     for _ in range(12):
-        a, b = sorted(rng.sample(days, 2)) if len(days) > 1 else (days[0], days[0])
+        first, last = sorted(rng.sample(days, 2)) if len(days) > 1 else (days[0], days[0])
         lab = rng.choice(LABELS)
-        gold = sum(1 for r in win.records if a <= r.date <= b and r.label == lab)
+        dated = sum(1 for r in win.records if first <= r.date <= last and r.label == lab)
         body = (
-            f"how many questions dated from {fmt_date(a)} to {fmt_date(b)} (both days "
+            f"how many questions dated from {fmt_date(first)} to {fmt_date(last)} (both days "
             f"included) should be labelled '{lab}'?"
         )
-        fam["date_count"].append(("date_count", _q(body, _ANSWER_NUMBER), gold))
+        fam["date_count"].append(("date_count", _q(body, _ANSWER_NUMBER), dated))
     for items in fam.values():
         rng.shuffle(items)
     return fam

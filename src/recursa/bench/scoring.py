@@ -184,7 +184,7 @@ def extract_choice(answer: str) -> str | None:
     for pattern in _CHOICE_PATTERNS:
         found = pattern.findall(text)
         if found:
-            return found[-1].upper()
+            return str(found[-1]).upper()
     return None
 
 

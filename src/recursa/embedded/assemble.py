@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from recursa.embedded.catalogue import ModelSpec, PartSpec
 from recursa.embedded.errors import ModelWeightsError
@@ -158,7 +159,7 @@ def replace_verified(
     _fsync_dir(dest.parent)
 
 
-def _write_joined(paths: list[Path], out, total: int, progress: Progress | None) -> str:
+def _write_joined(paths: list[Path], out: BinaryIO, total: int, progress: Progress | None) -> str:
     digest = hashlib.sha256()
     done = 0
     for path in paths:

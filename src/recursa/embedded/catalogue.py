@@ -62,7 +62,9 @@ class ModelSpec:
         return f"pip install 'recursa[{self.extra}]'"
 
 
-def _parts(prefix: str, version: str, sizes_and_digests: list[tuple[int, str]]) -> tuple:
+def _parts(
+    prefix: str, version: str, sizes_and_digests: list[tuple[int, str]]
+) -> tuple[PartSpec, ...]:
     module = prefix.replace("-", "_")
     return tuple(
         PartSpec(i, f"{prefix}{i}", f"{module}{i}", version, size, digest)

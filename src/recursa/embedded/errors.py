@@ -3,7 +3,12 @@ install or a download, named in the message."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from recursa.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recursa.embedded.probe import ProbeAttempt
 
 __all__ = ["LocalModelUnsafeError", "ModelDownloadError", "ModelWeightsError"]
 
@@ -31,7 +36,9 @@ class LocalModelUnsafeError(ConfigError):
     fix (a portable rebuild of llama-cpp-python, or a model behind an API).
     """
 
-    def __init__(self, message: str, *, model: str, attempts: tuple = ()) -> None:
+    def __init__(
+        self, message: str, *, model: str, attempts: tuple[ProbeAttempt, ...] = ()
+    ) -> None:
         self.model = model
         self.attempts = attempts
         super().__init__(message)

@@ -52,7 +52,8 @@ def _downloader(spec: ModelSpec) -> Downloader:
             f"pip install huggingface_hub, or {_offline_hint(spec)}",
             model=spec.name,
         ) from None
-    return module.hf_hub_download
+    hf_hub_download: Downloader = module.hf_hub_download
+    return hf_hub_download
 
 
 def download(

@@ -51,7 +51,8 @@ class LlamaContext:
     def tokens(self, messages: list[dict[str, str]], prefill: str = "") -> list[int]:
         """The prompt's tokens; ``prefill`` starts the reply (the model continues from it)."""
         prompt = self.format(messages=messages).prompt + prefill
-        return self.llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        tokens: list[int] = self.llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return tokens
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading ``tokens`` the KV cache already holds (as llama.generate reuses)."""
@@ -76,7 +77,8 @@ def _chat_formatter(llama: Any, lib: Any) -> Any:
         template = _CHATML
 
     def text(token: int) -> str:
-        return llama.detokenize([token], special=True).decode("utf-8", "replace")
+        raw: bytes = llama.detokenize([token], special=True)
+        return raw.decode("utf-8", "replace")
 
     eos = text(llama.token_eos()) if llama.token_eos() != -1 else ""
     bos = text(llama.token_bos()) if llama.token_bos() != -1 else ""

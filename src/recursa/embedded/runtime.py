@@ -11,12 +11,17 @@ llama contexts over the same weights (loaded and repacked once):
 All work on a model runs on its one worker thread: calls are serialised (two cores cannot run two
 generations faster than one) and the caller's event loop never blocks. A call can be aborted,
 even in the middle of evaluating a long prompt.
+
+llama_cpp is imported with ``OMP_WAIT_POLICY=PASSIVE`` set for that import only (OpenMP threads
+then sleep rather than spin while they wait; see :func:`import_llama_cpp`): the process
+environment is left unchanged, and a user's own ``OMP_WAIT_POLICY`` wins.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 import threading
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from recursa._imports import import_with_env
 from recursa.embedded.llama_context import CODE_PREFILL, LlamaContext, SharedWeights, StopAfterCode
 from recursa.errors import LMRequestError, MissingDependencyError
 
@@ -69,11 +75,12 @@ def import_llama_cpp() -> Any:
     # OpenMP threads spin while they wait by default. On a small machine that is shared (the
     # sandbox, other programs) spinning threads fight for the CPU: measured on 2 cores with one
     # competing process, generation fell from 26 to 4-7 tokens/s. Passive waiting costs little
-    # (prompt speed is the same) and never collapses. libgomp reads the policy once, when it is
-    # loaded, so it is set before the import; a user's own OMP_WAIT_POLICY wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # (prompt speed is the same) and never collapses. libgomp has no call to set the policy: it
+    # reads OMP_WAIT_POLICY once, when it is loaded with llama.cpp's libraries during this
+    # import. So the variable is set for the import alone (os.environ is left as it was), and
+    # a user's own OMP_WAIT_POLICY wins.
     try:
-        import llama_cpp
+        llama_cpp = import_with_env("llama_cpp", {"OMP_WAIT_POLICY": "PASSIVE"})
     except ImportError as exc:
         raise MissingDependencyError("the embedded local model", "local", "llama_cpp") from exc
     return llama_cpp
@@ -96,9 +103,9 @@ def load_llama(
     plain kernels, for CPUs where those crash. ``weights_from`` (another Llama) lends its loaded
     weights instead of loading a second copy (~0.6 GB of repacked tensors, and seconds).
     """
-    from llama_cpp import llama as llama_module
-
-    internals = llama_module.internals
+    # The module Llama() builds its model from (llama_cpp.llama imports it as ``internals``);
+    # Any, because its LlamaModel class is swapped for a factory function below.
+    internals: Any = importlib.import_module("llama_cpp._internals")
     original = internals.LlamaModel
 
     def model(**kw: Any) -> Any:

@@ -7,12 +7,14 @@ from recursa.lm.registry import (
     register_provider,
     resolve_model,
 )
+from recursa.lm.retry import RetryPolicy
 from recursa.lm.scripted import ScriptedLM, Step
 
 __all__ = [
     "LM",
     "BaseLM",
     "ProviderOptions",
+    "RetryPolicy",
     "ScriptedLM",
     "Step",
     "available_providers",

@@ -1,20 +1,8 @@
 """Shared HTTP plumbing for the JSON-over-HTTP backends: one POST with retries.
 
-Retried: 429, 5xx, timeouts, connection failures, bodies that are not JSON (proxies under load
-return HTML error pages) and JSON bodies the backend's parser rejects (gateways such as OpenRouter
-relay upstream failures as a 200 carrying an error object). Each wait honours ``Retry-After``
-(seconds or an HTTP date) and ``retry-after-ms`` when the server sends them, else backs off
-exponentially with full jitter.
-Everything else (400, 401, 403, 404, ...) fails at once with a typed error, and so does a body
-larger than ``max_response_bytes`` (it is read as a stream and dropped past the cap).
-
-Time: ``timeout_s`` bounds each attempt from sending to the last byte of the body (a server that
-trickles bytes is cut off there, not kept alive by each byte); the whole call, retries and their
-waits included, ends within ``RetryPolicy.total_timeout_s`` (default: ``timeout_s`` times the
-number of attempts). A wait that would pass that deadline is not taken: the last error is raised.
-
-Each retry is announced to :data:`recursa.lm.base.retry_guard` first, so a run counts it
-against its call budget (and may forbid it).
+What is retried, how long each attempt and the whole call may take, and how waits are chosen is
+described in :mod:`recursa.lm.retry` (the public :class:`~recursa.lm.retry.RetryPolicy`). A body
+larger than ``max_response_bytes`` is read as a stream and dropped past the cap.
 """
 
 from __future__ import annotations
@@ -26,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -41,33 +29,23 @@ from recursa.errors import (
     LMTimeoutError,
 )
 from recursa.lm.base import BaseLM, retry_guard
+from recursa.lm.retry import RetryPolicy
 from recursa.types import Completion, LMSettings, Message
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "HTTPBackend",
-    "RetryPolicy",
+    "RetryPolicy",  # re-exported for older imports; it lives in recursa.lm.retry
     "post_json",
     "token_count",
 ]
+
+T = TypeVar("T")
 
 _SNIPPET = 300
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # More tokens than any model reads or writes in one call: a usage figure past it is a lie.
 MAX_TOKENS_PER_CALL = 100_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How hard to try. ``max_retries`` counts retries after the first attempt;
-    ``total_timeout_s`` bounds the whole call, retries and waits included (``None``: the
-    per-attempt timeout times the number of attempts)."""
-
-    max_retries: int = 4
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    max_retry_after_s: float = 120.0
-    total_timeout_s: float | None = None
 
 
 class _Retryable(Exception):
@@ -113,8 +91,9 @@ def _error_message(body: str) -> str:
     except ValueError:
         return _snippet(body)
     err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"]
+    message = err.get("message") if isinstance(err, dict) else None
+    if isinstance(message, str):
+        return message
     if isinstance(err, str):
         return err
     return _snippet(body)
@@ -240,16 +219,16 @@ async def post_json(
     timeout_s: float,
     model: str,
     policy: RetryPolicy,
-    parse: Callable[[dict[str, Any]], Any] | None = None,
+    parse: Callable[[dict[str, Any]], T],
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-) -> Any:
-    """POST ``payload`` and return the decoded JSON object (passed through ``parse`` when
-    given, inside the retry loop), retrying what is worth retrying."""
+) -> T:
+    """POST ``payload`` and return the decoded JSON object passed through ``parse`` (inside the
+    retry loop: a reply ``parse`` rejects is retried), retrying what is worth retrying."""
     loop = asyncio.get_running_loop()
     total = policy.total_timeout_s or timeout_s * (policy.max_retries + 1)
     deadline = loop.time() + total
 
-    async def attempt() -> Any:
+    async def attempt() -> T:
         left = deadline - loop.time()
         budget = max(0.001, min(timeout_s, left))
         within = f"{timeout_s:g}s" if left >= timeout_s else f"the {total:g}s this call may take"
@@ -293,8 +272,6 @@ async def post_json(
                     f"{model}: expected a JSON object, got {_snippet(resp.text)}", model=model
                 )
             )
-        if parse is None:
-            return data
         try:
             return parse(data)
         except LMResponseError as exc:

@@ -15,11 +15,11 @@ from recursa.errors import LMResponseError
 from recursa.lm._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HTTPBackend,
-    RetryPolicy,
     token_count,
     usage_object,
 )
 from recursa.lm.base import Capabilities
+from recursa.lm.retry import RetryPolicy
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["AnthropicLM"]
@@ -33,7 +33,8 @@ class AnthropicLM(HTTPBackend):
     """A Claude model behind ``POST {base_url}/v1/messages``.
 
     ``timeout_s`` bounds each attempt up to the last byte of the answer; a response body past
-    ``max_response_bytes`` is dropped and the call fails (see :mod:`recursa.lm._http`).
+    ``max_response_bytes`` is dropped and the call fails; ``retry`` says what is retried and for
+    how long (see :mod:`recursa.lm.retry`).
     """
 
     def __init__(

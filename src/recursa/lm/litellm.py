@@ -2,16 +2,20 @@
 
 ``litellm:PROVIDER/MODEL`` is passed to ``litellm.acompletion`` as ``PROVIDER/MODEL``; keys come
 from the environment variables LiteLLM documents for each provider. LiteLLM does its own retries.
+
+LiteLLM is imported on first use with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` set for that import
+only (so it uses its bundled model-cost map instead of fetching one): the process environment
+is left unchanged. Set the variable yourself (to anything else) to let LiteLLM fetch the map.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from recursa._imports import import_with_env
 from recursa.errors import (
     LMAuthError,
     LMConnectionError,
@@ -30,11 +34,12 @@ __all__ = ["LiteLLM"]
 
 
 def _import_litellm() -> Any:
-    # At import LiteLLM fetches its model-cost map from GitHub (seconds of retries when offline,
-    # and a network call nobody asked for); the copy bundled with the package is enough.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # While it is imported, LiteLLM fetches its model-cost map from GitHub (seconds of retries
+    # when offline, and a network call nobody asked for); the copy bundled with the package is
+    # enough. Only an environment variable, read during that import, turns the fetch off: it is
+    # set for the import alone (a user's own value wins), so os.environ is left as it was.
     try:
-        import litellm
+        litellm: Any = import_with_env("litellm", {"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     except ImportError as exc:
         raise MissingDependencyError("the litellm: provider", "litellm", "litellm") from exc
     # Otherwise every failed call prints a "Give Feedback / Get Help" banner to stdout, where

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from recursa.errors import ConfigError, LMError, MissingDependencyError
 from recursa.lm.base import BaseLM, Capabilities, ProviderOptions
@@ -40,7 +40,7 @@ from recursa.paths import cache_dir
 from recursa.types import Completion, LMSettings, Message, Usage
 
 if TYPE_CHECKING:
-    from recursa.embedded.runtime import CallResult, LoadedModel
+    from recursa.embedded.runtime import CallResult, LoadedModel, Slot
 
 T = TypeVar("T")
 
@@ -171,7 +171,7 @@ class LocalLM(BaseLM):
             raise ConfigError("no messages to complete")
         settings = settings or LMSettings()
         conversation = len(messages) > 1 or messages[0].role == "system"
-        slot = "conversation" if conversation else "scratch"
+        slot: Slot = "conversation" if conversation else "scratch"
         default_max = DEFAULT_ROOT_MAX_TOKENS if conversation else DEFAULT_SUB_MAX_TOKENS
         abort = threading.Event()
         payload = [m.to_dict() for m in messages]
@@ -232,7 +232,7 @@ _SWITCH = {"on": True, "1": True, "true": True, "off": False, "0": False, "false
 def local_from_env(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LocalLM:
     """The ``local`` provider factory: ``RECURSA_THREADS`` and ``RECURSA_LOCAL_CTX`` tune it;
     ``RECURSA_LLAMA_EXTRA_BUFTS=on|off`` skips the CPU probe (``auto``: probe)."""
-    kwargs: dict = dict(options.extra)
+    kwargs: dict[str, Any] = dict(options.extra)  # LocalLM keyword arguments
     raw = env.get("RECURSA_LLAMA_EXTRA_BUFTS", "").strip().lower()
     if raw and raw != "auto" and "extra_bufts" not in kwargs:
         if raw not in _SWITCH:

@@ -12,10 +12,10 @@ from recursa.errors import LMResponseError
 from recursa.lm._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HTTPBackend,
-    RetryPolicy,
     token_count,
     usage_object,
 )
+from recursa.lm.retry import RetryPolicy
 from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = ["OpenAIChatLM"]
@@ -32,8 +32,8 @@ class OpenAIChatLM(HTTPBackend):
         api_key: sent as a bearer token when given (local servers usually need none).
         provider: the prefix used in :attr:`name` (``openai`` or ``ollama``), for prices and traces.
         timeout_s: time for one attempt, from sending to the last byte of the answer
-            (``LMSettings.timeout_s`` overrides it per call); see :mod:`recursa.lm._http`.
-        retry: retry policy for 429/5xx/timeouts.
+            (``LMSettings.timeout_s`` overrides it per call); see :mod:`recursa.lm.retry`.
+        retry: retry policy for 429/5xx/timeouts (:class:`~recursa.lm.retry.RetryPolicy`).
         client: an ``httpx.AsyncClient`` to use (and not close); tests pass one with a transport.
         max_response_bytes: a larger response body is dropped and the call fails.
     """

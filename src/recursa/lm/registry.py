@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from recursa.errors import ConfigError, MissingAPIKeyError, UnknownProviderError
-from recursa.lm._http import RetryPolicy
 from recursa.lm.base import LM, ProviderOptions
+from recursa.lm.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -8,6 +8,7 @@ import email.utils
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -337,7 +338,7 @@ def parse_fault(spec: str) -> tuple[Fault, int | None]:
     body, star, times_text = spec.partition("*")
     times = None if times_text == "all" else int(times_text) if star else 1
     name, _, arg = body.partition(":")
-    simple = {
+    simple: dict[str, Callable[[], Fault]] = {
         "not-json": Fault.not_json,
         "no-content": Fault.no_content,
         "negative-usage": lambda: Fault.usage(prompt_tokens=-1_000_000, input_tokens=-1_000_000),

@@ -124,6 +124,9 @@ def write_html(trace: TraceFile | str | Path, out: str | Path, *, title: str | N
     return path
 
 
+_HOST = "127.0.0.1"  # loopback only: the page holds the whole trace
+
+
 class ViewerServer(ThreadingHTTPServer):
     """Serves one page on 127.0.0.1 at ``/`` (and ``/index.html``) until :meth:`shutdown`."""
 
@@ -131,12 +134,11 @@ class ViewerServer(ThreadingHTTPServer):
 
     def __init__(self, page: str, port: int = 0) -> None:
         self.page = page.encode("utf-8", "replace")
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((_HOST, port), _Handler)
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{_HOST}:{self.server_port}/"
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -28,7 +28,9 @@ VERSION = 1
 class JSONLWriter:
     """A trace processor that appends each finished span to a JSONL file."""
 
-    def __init__(self, path: str | Path, *, run_id: str | None = None, meta: dict | None = None):
+    def __init__(
+        self, path: str | Path, *, run_id: str | None = None, meta: dict[str, Any] | None = None
+    ) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         # Traces hold prompts, contexts and answers: only this user may read a new one (0600).

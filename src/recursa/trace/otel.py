@@ -26,7 +26,17 @@ from recursa.errors import MissingDependencyError
 from recursa.trace.spans import Span
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from opentelemetry.trace import TracerProvider
+
+    _ExporterBase = SpanExporter
+else:
+    # The SDK is an optional extra, imported only when OTLP export is asked for; at run time
+    # the exporter below is duck-typed (the batch processor only calls these three methods).
+    _ExporterBase = object
 
 __all__ = ["OTelProcessor", "genai_attributes", "split_model"]
 
@@ -59,14 +69,14 @@ def _silence_exporter_logs() -> None:
             logger.addFilter(_drop)
 
 
-class _GiveUpExporter:
+class _GiveUpExporter(_ExporterBase):
     """Wraps a span exporter: after one failed export, drop later batches without trying."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
         self.failed = False
 
-    def export(self, spans: Any) -> Any:
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         if self.failed:
@@ -217,6 +227,7 @@ class OTelProcessor:
         self.capture_content = capture_content
         self._live: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._exporter: _GiveUpExporter | None = None  # set by otlp()
 
     @classmethod
     def otlp(
@@ -257,8 +268,7 @@ class OTelProcessor:
     @property
     def export_failed(self) -> bool:
         """Whether an OTLP export (from :meth:`otlp`) failed: spans were lost."""
-        exporter = getattr(self, "_exporter", None)
-        return bool(exporter is not None and exporter.failed)
+        return self._exporter is not None and self._exporter.failed
 
     # ---- processor ------------------------------------------------------------------------
     def on_start(self, span: Span) -> None:

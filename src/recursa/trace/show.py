@@ -42,15 +42,15 @@ def span_label(span: Span, full: bool = False, usage: Usage | None = None) -> st
     a = span.attrs
     err = f" [red]✗ {escape(_one_line(span.error, 120))}[/]" if span.status != "ok" else ""
     if span.kind == "run":
-        usage = usage.to_dict() if usage is not None else (a.get("usage") or {})
+        totals: dict[str, Any] = usage.to_dict() if usage is not None else (a.get("usage") or {})
         head = f"[bold]{escape(span.name)}[/] {escape(str(a.get('model', '')))}"
         stop = a.get("stop_reason", "?")
         body = (
-            f" · {stop} · {a.get('iterations', 0)} it · {usage.get('calls', 0)} calls · "
-            f"{usage.get('total_tokens', 0):,} tok"
+            f" · {stop} · {a.get('iterations', 0)} it · {totals.get('calls', 0)} calls · "
+            f"{totals.get('total_tokens', 0):,} tok"
         )
-        if usage.get("cost_usd"):
-            body += f" · ${usage['cost_usd']:.4f}"
+        if totals.get("cost_usd"):
+            body += f" · ${totals['cost_usd']:.4f}"
         q = f"\n[cyan]Q:[/] {escape(_one_line(a.get('question'), 200))}"
         ans = f"\n[green]A:[/] {escape(_one_line(a.get('answer'), 200))}" if a.get("answer") else ""
         return head + body + _dur(span) + err + q + ans
