@@ -36,6 +36,7 @@ def test_the_worker_builds_real_functions_from_the_table() -> None:
     repl = Repl(call, functions=DEFAULT_FUNCTIONS.wire())
     ns = repl.namespace
     assert str(inspect.signature(ns["llm_query"])) == "(prompt, model=None)"
+    assert ns["llm_query"].__doc__.startswith("Ask a language model")
     ns["llm_query"](42)
     ns["llm_query_batched"]((1, 2), model="m")
     assert ns["rlm_query_batched"]([]) == []  # an empty batch never reaches the host

@@ -10,6 +10,7 @@ until it returns ``FINAL(answer)``.
 """
 
 from recursa.cache import CallCache
+from recursa.config import RunConfig
 from recursa.context import Context, load_context
 from recursa.errors import (
     ConfigError,
@@ -29,6 +30,7 @@ from recursa.limits import Limits
 from recursa.lm import (
     LM,
     BaseLM,
+    Capabilities,
     ProviderOptions,
     ScriptedLM,
     Step,
@@ -48,6 +50,7 @@ __all__ = [
     "RLM",
     "BaseLM",
     "CallCache",
+    "Capabilities",
     "CellResult",
     "Completion",
     "ConfigError",
@@ -67,6 +70,7 @@ __all__ = [
     "ProviderOptions",
     "RecursaError",
     "Result",
+    "RunConfig",
     "SandboxConfig",
     "SandboxError",
     "ScriptMismatch",

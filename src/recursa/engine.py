@@ -9,6 +9,7 @@ hitting from one iteration to the next.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 from collections.abc import Callable, Mapping
@@ -340,10 +341,7 @@ class Engine:
             reply = parse(completion.text)
             cells: tuple[Cell, ...] = ()
             if not last_turn:
-
-                async def execute(code: str, i: int) -> CellResult:
-                    return await self._cell(code, sandbox, span, i)
-
+                execute = functools.partial(self._cell, sandbox, span)
                 cells = await run_cells(reply.blocks, execute, sandbox.restart)
             name = final_var_name(reply, self.history, cells)
             value = await sandbox.get_var(name) if name else None
@@ -361,7 +359,7 @@ class Engine:
         tracer.end(span, final=verdict.final is not None)
         return Iteration(index, reply, cells, verdict.final, feedback, last_turn)
 
-    async def _cell(self, code: str, sandbox: Sandbox, parent: Span, index: int) -> CellResult:
+    async def _cell(self, sandbox: Sandbox, parent: Span, code: str, index: int) -> CellResult:
         limits, budget, tracer = self.tree.config.limits, self.tree.budget, self.tree.tracer
         deadline = None if limits.timeout_s is None else budget.started + limits.timeout_s
         span = tracer.start(

@@ -13,8 +13,8 @@ passes it in and gets a new one back, so no loop state is shared between methods
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from recursa.parsing import FinalText, find_code_blocks, find_final
 from recursa.prompts import PromptProfile, render_text
@@ -75,7 +75,9 @@ class History:
     consecutive_errors: int = 0
     candidate: str = ""  # the best partial answer so far: a FINAL not (yet) accepted
     pushed_back: bool = False  # a FINAL was already sent back once for checking
-    seen: tuple[tuple[str, str], ...] = ()  # (code hash, output hash) of every cell run
+    # code hash -> hash of its latest output. Never changed in place: an iteration that adds
+    # to it makes a new dict (a C-level copy, cheaper than any persistent structure here).
+    seen: Mapping[str, str] = field(default_factory=dict)
     shown: str = ""  # every output so far, folded and lower-cased (capped at SHOWN_CAP)
 
 
@@ -180,16 +182,22 @@ def _after_cells(history: History, cells: Sequence[Cell]) -> tuple[History, bool
     seen = dict(history.seen)
     shown = history.shown
     repeated = True
+    ok = False
     for cell in cells:
         code_hash, out_hash = _digest(cell.code.strip()), _digest(cell.shown)
         repeated = repeated and seen.get(code_hash) == out_hash
         seen[code_hash] = out_hash
         if len(shown) < SHOWN_CAP:
-            shown += " " + _fold(cell.result.stdout)
-    ok = any(cell.result.ok for cell in cells)
+            shown = f"{shown} {_fold(cell.result.stdout)}"
+        ok = ok or cell.result.ok
     errors = 0 if ok else history.consecutive_errors + 1
-    updated = replace(
-        history, code_ran=True, seen=tuple(seen.items()), shown=shown, consecutive_errors=errors
+    updated = History(
+        code_ran=True,
+        consecutive_errors=errors,
+        candidate=history.candidate,
+        pushed_back=history.pushed_back,
+        seen=seen,
+        shown=shown,
     )
     return updated, repeated
 

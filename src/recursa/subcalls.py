@@ -15,9 +15,8 @@ keep their order, and turn a failed item into an error string instead of failing
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from recursa.context import Context, load_context
@@ -43,6 +42,22 @@ def _error_item(fn: str, exc: BaseException) -> str:
     if isinstance(exc, BudgetExhausted):
         return render_text("batch_item_budget", fn=fn, detail=exc.detail)
     return render_text("batch_item_error", fn=fn, error=f"{type(exc).__name__}: {exc}")
+
+
+class _Serving:
+    """The context manager :meth:`SubCalls.serving` returns (a plain class: one per cell)."""
+
+    __slots__ = ("_calls", "_previous", "_span")
+
+    def __init__(self, calls: SubCalls, span: Span) -> None:
+        self._calls, self._span = calls, span
+        self._previous: Span | None = None
+
+    def __enter__(self) -> None:
+        self._previous, self._calls._cell_span = self._calls._cell_span, self._span
+
+    def __exit__(self, *exc: object) -> None:
+        self._calls._cell_span = self._previous
 
 
 class SubCalls:
@@ -71,14 +86,9 @@ class SubCalls:
         self._refusals = 0
         self._cell_span: Span | None = None
 
-    @contextlib.contextmanager
-    def serving(self, cell_span: Span) -> Iterator[None]:
-        """Calls made while this block runs belong to ``cell_span``."""
-        previous, self._cell_span = self._cell_span, cell_span
-        try:
-            yield
-        finally:
-            self._cell_span = previous
+    def serving(self, cell_span: Span) -> _Serving:
+        """``with calls.serving(span):`` calls made while the block runs belong to ``span``."""
+        return _Serving(self, cell_span)
 
     async def __call__(self, fn: str, args: dict[str, Any]) -> Any:
         tree = self.tree

@@ -1,6 +1,6 @@
 """Language-model backends behind one protocol, and the registry that builds them."""
 
-from recursa.lm.base import LM, BaseLM, ProviderOptions
+from recursa.lm.base import LM, BaseLM, Capabilities, ProviderOptions
 from recursa.lm.registry import (
     available_providers,
     parse_model,
@@ -13,6 +13,7 @@ from recursa.lm.scripted import ScriptedLM, Step
 __all__ = [
     "LM",
     "BaseLM",
+    "Capabilities",
     "ProviderOptions",
     "RetryPolicy",
     "ScriptedLM",

@@ -37,9 +37,14 @@ def _messages() -> dict[str, str]:
     return tomllib.loads(_read("messages.toml"))
 
 
+@cache
+def _compiled(text: str) -> Template:
+    return Template(text)
+
+
 def fill(text: str, **values: object) -> str:
     """Fill the ``${name}`` placeholders of ``text`` (the one template syntax of this package)."""
-    return Template(text).substitute({k: str(v) for k, v in values.items()})
+    return _compiled(text).substitute(values) if values or "$" in text else text
 
 
 def render(name: str, **values: object) -> str:

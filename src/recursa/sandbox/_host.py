@@ -496,7 +496,9 @@ class WorkerHost:
             await self._kill()
             raise
         finally:
-            await self._end_cell(cell)
+            self._end_cell(cell)
+            if cell.serving:  # cancelled above: wait until they have stopped
+                await asyncio.gather(*cell.serving, return_exceptions=True)
 
     async def _report_dead_worker(self) -> CellResult:
         """The worker was killed between cells (a late thread's frame, scratch/ over its
@@ -551,9 +553,17 @@ class WorkerHost:
                 continue  # only handlers finished
             msg = cell.next_frame.result()
             cell.next_frame = asyncio.create_task(self._inbox.get())
-            result = await self._on_frame(cell, msg)
-            if result is not None:
-                return result
+            # The two frames every cell sees are handled here, without a coroutine of their
+            # own (this loop is on every cell's path); anything else ends the cell.
+            if isinstance(msg, dict):
+                kind = msg.get("type")
+                if kind == "call":
+                    self._start_call(cell, msg)
+                    continue
+                if kind == "result" and msg.get("id") == cell.id:
+                    self._settle(msg)
+                    return _cell_result(msg, cell.started)
+            return await self._on_frame(cell, msg)
 
     def _charge_worker_cpu(self, clock: ComputeClock, now: float) -> None:
         """Charge the CPU the worker burnt while sub-call handlers ran (read from /proc every
@@ -582,21 +592,16 @@ class WorkerHost:
         cell.clock.count(time.monotonic() - now, serving=serving)
         return done
 
-    async def _on_frame(self, cell: Cell, msg: Inbound) -> CellResult | None:
-        """Act on what the inbox gave while the cell ran: a sub-call is served (None: keep
-        waiting); the cell's result ends it; word that the worker died, or any other frame (a
-        protocol violation: the worker is killed), ends it with a fatal result."""
+    async def _on_frame(self, cell: Cell, msg: Inbound) -> CellResult:
+        """What ends a cell besides its result (which :meth:`_await_result` takes, as it
+        serves sub-calls): word that the worker died, or any other frame (a protocol violation:
+        the worker is killed); either way a fatal result."""
         if isinstance(msg, _Dead):
             if msg.reason == "disk":
                 await self._scratch_emptied()
             return self._fatal(msg.reason, msg.detail, cell.started)
         kind = msg.get("type")
-        if kind == "call":
-            self._start_call(cell, msg)
-            return None
         self._settle(msg)
-        if kind == "result" and msg.get("id") == cell.id:
-            return _cell_result(msg, cell.started)
         detail = f"protocol violation: unexpected '{kind}' frame"
         return await self._end_fatally(cell, "protocol", detail)
 
@@ -619,15 +624,13 @@ class WorkerHost:
         await self._kill()
         return self._fatal(reason, detail, cell.started)
 
-    async def _end_cell(self, cell: Cell) -> None:
+    def _end_cell(self, cell: Cell) -> None:
         """However the cell ended: stop reading the inbox and cancel the sub-calls and the
         replies still in flight (their answers would go to no one)."""
         self._busy = False
         cell.next_frame.cancel()
         for task in (*cell.serving, *self._replies):
             task.cancel()
-        if cell.serving:
-            await asyncio.gather(*cell.serving, return_exceptions=True)
 
     # ---- scratch/ on the host's disk ------------------------------------------------------------
     def _scratch_limited(self) -> bool:

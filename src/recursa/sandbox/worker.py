@@ -17,21 +17,25 @@ per cell with a cap.
 from __future__ import annotations
 
 import ast
-import inspect
 import io
 import itertools
 import json
+import keyword
 import os
 import struct
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
-from typing import Any
 
-JSON = dict[str, Any]  # one frame, or the arguments of a call
-Call = Callable[[str, JSON], Any]
+# Types for the checker only: importing `typing` would cost every worker start ~5 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    JSON = dict[str, Any]  # one frame, or the arguments of a call
+    Call = Callable[[str, JSON], Any]
 
 _HEADER = struct.Struct(">I")
 _REPL_FILENAME = "<repl>"
@@ -216,20 +220,16 @@ def _jsonable(value: object, what: str = "rlm_query context") -> Any:
 
 def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
     """A Python function for one entry of the host's function table (see
-    ``recursa/sandbox/functions.py``): it binds its arguments like a real function, converts
-    each by its kind, and sends one ``call`` frame through ``call(name, args)``."""
+    ``recursa/sandbox/functions.py``): a real signature (so a bad call is the usual TypeError),
+    each argument converted by its kind, and one ``call`` frame sent through ``call(name, args)``.
+
+    The function is compiled from its signature (``inspect`` would cost every worker start
+    some 15 ms); the names come from the host, which checks them here all the same."""
     name, params, batch = str(spec["name"]), list(spec["params"]), bool(spec.get("batch"))
+    names = [str(p["name"]) for p in params]
+    if not all(n.isidentifier() and not keyword.iskeyword(n) for n in (name, *names)):
+        raise ValueError(f"host function {name!r}: bad names in its table entry")
     base = name.removesuffix("_batched")
-    signature = inspect.Signature(
-        [
-            inspect.Parameter(
-                str(p["name"]),
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                default=inspect.Parameter.empty if p.get("required") else None,
-            )
-            for p in params
-        ]
-    )
     lists = [p for p in params if p["kind"] in ("texts", "jsons")]
 
     def convert(p: JSON, value: Any) -> Any:
@@ -244,10 +244,8 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
             return None if value is None else [_jsonable(v, what) for v in value]
         return value  # "model": checked by the host
 
-    def function(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        payload = {p["name"]: convert(p, bound.arguments[p["name"]]) for p in params}
+    def send(values: JSON) -> Any:
+        payload = {p["name"]: convert(p, values[p["name"]]) for p in params}
         if batch:
             first = lists[0]["name"]
             n = len(payload[first])
@@ -260,9 +258,22 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
                 return []
         return call(name, payload)
 
-    function.__name__ = function.__qualname__ = name
+    signature, optional = [], False
+    for n, p in zip(names, params, strict=True):
+        if p.get("required") and optional:
+            raise ValueError(
+                f"host function {name!r}: a required parameter follows an optional one"
+            )
+        optional = optional or not p.get("required")
+        signature.append(n if p.get("required") else f"{n}=None")
+    source = (
+        f"def {name}({', '.join(signature)}):\n"
+        f"    return _send({{{', '.join(f'{n!r}: {n}' for n in names)}}})\n"
+    )
+    scope: JSON = {"_send": send}
+    exec(compile(source, f"<host function {name}>", "exec"), scope)
+    function: Callable[..., Any] = scope[name]
     function.__doc__ = spec.get("doc")
-    function.__signature__ = signature  # type: ignore[attr-defined]
     return function
 
 
