@@ -114,6 +114,7 @@ class Engine:
             or lm.capabilities.output_chars
             or DEFAULT_OUTPUT_CHARS
         )
+        self.settings = tree.config.root_settings  # built once: every turn sends the same
         self.iterations = 0
         self.history = History()  # replaced by each iteration; read for partial answers
         self.run_span: Span | None = None
@@ -149,7 +150,7 @@ class Engine:
             # children the budget cannot pay for never starts their processes.
             await self._take_slot()
             has_slot = True
-            self._prepaid = await tree.gate.reserve(self.lm, messages, tree.config.root_settings)
+            self._prepaid = await tree.gate.reserve(self.lm, messages, self.settings)
             await sandbox.start()
             await sandbox.load_context(context.value, alias_parts=context.multi)
             answer, stop, detail = await self._loop(messages, sandbox)
@@ -330,7 +331,7 @@ class Engine:
             completion = await self.tree.gate.complete(
                 self.lm,
                 messages,
-                self.tree.config.root_settings,
+                self.settings,
                 role="root",
                 depth=self.depth,
                 parent=span,

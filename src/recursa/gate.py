@@ -140,7 +140,12 @@ class LMGate:
                 self.budget.release(reservation)
 
     def _start_span(
-        self, lm: LM, messages: Sequence[Message], scope: CallScope, parent: Span | None
+        self,
+        lm: LM,
+        messages: Sequence[Message],
+        reservation: Reservation,
+        scope: CallScope,
+        parent: Span | None,
     ) -> Span:
         extra: dict[str, object] = {}
         if scope.role == "root":
@@ -155,7 +160,7 @@ class LMGate:
             role=scope.role,
             depth=scope.depth,
             prompt=clip(messages[-1].content if messages else ""),
-            prompt_chars=sum(len(m.content) for m in messages),
+            prompt_chars=reservation.prompt_chars,
             n_messages=len(messages),
             **extra,
         )
@@ -170,7 +175,7 @@ class LMGate:
         parent: Span | None,
         meter: UsageMeter | None,
     ) -> Completion:
-        span = self._start_span(lm, messages, scope, parent)
+        span = self._start_span(lm, messages, reservation, scope, parent)
         retries = 0
 
         def guard() -> None:  # a retry the backend wants is one more call of the budget's

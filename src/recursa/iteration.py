@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import NamedTuple
 
 from recursa.parsing import FinalText, find_code_blocks, find_final
 from recursa.prompts import PromptProfile, render_text
@@ -49,8 +50,7 @@ def _fold(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """The root model's reply, read: its code blocks and a FINAL written outside them."""
 
     text: str
@@ -58,8 +58,7 @@ class Reply:
     bare: FinalText | None
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
+class Cell(NamedTuple):
     """One block as it ran: its code, its result and its output as the model will see it."""
 
     code: str
@@ -67,8 +66,7 @@ class Cell:
     shown: str
 
 
-@dataclass(frozen=True, slots=True)
-class History:
+class History(NamedTuple):
     """What one RLM's iterations carry forward (replaced, never changed in place)."""
 
     code_ran: bool = False
@@ -77,12 +75,11 @@ class History:
     pushed_back: bool = False  # a FINAL was already sent back once for checking
     # code hash -> hash of its latest output. Never changed in place: an iteration that adds
     # to it makes a new dict (a C-level copy, cheaper than any persistent structure here).
-    seen: Mapping[str, str] = field(default_factory=dict)
+    seen: Mapping[str, str] = MappingProxyType({})
     shown: str = ""  # every output so far, folded and lower-cased (capped at SHOWN_CAP)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The judge's decision: an accepted ``final``, else what to tell the model.
 
     ``note`` follows the cells' output (a pushback); ``message`` replaces the whole feedback
@@ -96,11 +93,10 @@ class Verdict:
     repeated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Iteration:
+class Iteration(NamedTuple):
     """One iteration, whole: the reply, what its code did, and the answer or the feedback."""
 
-    index: int
+    number: int  # 1 for the first turn (an "answer now" turn follows the last)
     reply: Reply
     cells: tuple[Cell, ...] = ()
     final: str | None = None
@@ -171,7 +167,7 @@ def _check(
     norm = _fold(answer)
     if saw_output and (not norm or len(norm) > CHECKABLE_CHARS or norm in history.shown):
         return None, history
-    history = replace(history, pushed_back=True, candidate=answer)
+    history = history._replace(pushed_back=True, candidate=answer)
     if not saw_output:
         return profile.final_unverified, history
     return profile.unseen(answer[:200]), history
@@ -225,11 +221,11 @@ def judge(
     saw_output = history.code_ran  # before this reply's code: had the model seen any output?
     if not cells:
         if bare is None:
-            history = replace(history, consecutive_errors=history.consecutive_errors + 1)
+            history = history._replace(consecutive_errors=history.consecutive_errors + 1)
             return Verdict(message=profile.no_code), history
         if strict and not history.code_ran:
             errors = history.consecutive_errors + 1
-            history = replace(history, candidate=bare.text(), consecutive_errors=errors)
+            history = history._replace(candidate=bare.text(), consecutive_errors=errors)
             return Verdict(message=profile.final_before_code), history
         answer = final_var if final_var is not None else bare.text()
         pushback, history = _check(profile, history, answer, saw_output)
@@ -238,7 +234,7 @@ def judge(
     given = cells[-1].result.final
     if given is None and bare is not None:
         if final_var is None and strict:  # FINAL in the same reply as code, before its output
-            history = replace(history, candidate=bare.text())
+            history = history._replace(candidate=bare.text())
             return Verdict(note=profile.final_unverified, repeated=repeated), history
         given = final_var if final_var is not None else bare.text()
     if given is None:

@@ -187,6 +187,7 @@ class Reservation:
     held: bool = False
     sent: bool = False  # the call went out (or was answered from the journal or cache)
     settled: bool = False
+    prompt_chars: int = 0  # the prompt's size, measured once when the call was reserved
 
 
 @dataclass
@@ -349,7 +350,7 @@ class Budget:
             self._warn_unpriced(model)
         if lim.max_tokens is None and price is None:
             self.calls_reserved += 1
-            return Reservation(output_tokens=max_output_tokens)
+            return Reservation(output_tokens=max_output_tokens, prompt_chars=prompt_chars)
         prompt = approx_tokens(prompt_chars)
         want = max_output_tokens or DEFAULT_OUTPUT_RESERVE
         ever, why = self._room(prompt, price, now=False)
@@ -363,7 +364,9 @@ class Budget:
         else:
             out = int(now)  # the last call the budget allows: its output cap is lowered
         usd = price.cost(Usage(input_tokens=prompt, output_tokens=out, calls=1)) if price else 0.0
-        res = Reservation(tokens=prompt + out, usd=usd, output_tokens=out, held=True)
+        res = Reservation(
+            tokens=prompt + out, usd=usd, output_tokens=out, held=True, prompt_chars=prompt_chars
+        )
         self.reserved_tokens += res.tokens
         self.reserved_usd += res.usd
         self.open_reservations += 1

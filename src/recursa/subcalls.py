@@ -82,6 +82,7 @@ class SubCalls:
         self.meter = meter
         self.spawn = spawn
         self.functions = functions
+        self.settings = tree.config.sub_settings  # built once: every sub-call sends the same
         self._handlers: dict[str, Handler] = {"llm": self._llm_item, "rlm": self._rlm_item}
         self._refusals = 0
         self._cell_span: Span | None = None
@@ -166,7 +167,7 @@ class SubCalls:
         completion = await self.tree.gate.complete(
             self._pick(model),
             [Message.user(prompt)],
-            self.tree.config.sub_settings,
+            self.settings,
             role="sub",
             depth=self.depth + 1,
             parent=parent,

@@ -21,8 +21,8 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
 
 from recursa.lm.base import LM, BaseLM
 from recursa.store import request_key
@@ -46,8 +46,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class CallScope:
+class CallScope(NamedTuple):
     """Who makes the call in flight: ``root`` turn or ``sub`` call, and at which depth."""
 
     role: str = "sub"

@@ -533,10 +533,12 @@ class WorkerHost:
         (:meth:`_wait_for_worker`). A wait that saw nothing happen ends the cell at the run's
         deadline (``run_timeout``); each frame goes to :meth:`_on_frame`.
         """
+        clock = cell.clock
         while True:
             now = time.monotonic()
-            self._charge_worker_cpu(cell.clock, now)
-            if cell.clock.spent:
+            if clock.reading_cpu:  # only once a sub-call has run: most cells make none
+                self._charge_worker_cpu(clock, now)
+            if clock.spent:
                 detail = (
                     f"the cell ran longer than {cell.timeout_s:g}s of compute time "
                     "(CPU used while sub-calls ran included)"
