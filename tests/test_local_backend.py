@@ -305,3 +305,16 @@ def test_a_long_conversation_drops_its_oldest_exchanges():
 def test_a_prompt_that_cannot_fit_is_refused_with_advice():
     with pytest.raises(LMRequestError, match="send less text"):
         _fit([{"role": "user", "content": "x" * 1000}], n_ctx=600, slot="scratch")
+
+
+def test_the_local_model_declares_that_it_decodes_greedily(tmp_path):
+    """Without a temperature it samples at 0 (complete() sends 0.0), so the call cache may
+    serve its repeated requests, as cache.cacheable documents."""
+    from recursa.cache import cacheable
+    from recursa.types import LMSettings
+
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    lm = resolve_model(f"local:{gguf}", env={})
+    assert lm.capabilities.greedy_by_default
+    assert cacheable(lm, LMSettings()) and not cacheable(lm, LMSettings(temperature=0.7))

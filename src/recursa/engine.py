@@ -1,9 +1,15 @@
 """The RLM loop: root LM call -> run its code in the REPL -> show the output -> repeat -> FINAL.
 
+Where one iteration happens: :meth:`Engine._iteration` makes the root LM call through the run's
+gate (:mod:`recursa.gate`, where every call is charged to the budget), then takes the steps of
+:mod:`recursa.iteration`: parse -> run the cells -> judge (the profile's rules) -> render the
+feedback. :meth:`Engine.run` is the run's lifecycle around the loop: a sandbox slot, the first
+turn paid for, the sandbox started and shut down, the partial answer when a limit stops it.
+
 One :class:`Engine` runs one RLM (the root, or one child at a deeper level). Everything the
-whole tree shares (models, budget, tracer, LM gate, configuration) lives in a :class:`Tree`.
-The conversation is append-only, so provider prompt caches and a local model's KV cache keep
-hitting from one iteration to the next.
+whole tree shares (configuration, models, budget, tracer, LM gate, journal) lives in a
+:class:`Tree`. The conversation is append-only, so provider prompt caches and a local model's
+KV cache keep hitting from one iteration to the next.
 """
 
 from __future__ import annotations

@@ -122,7 +122,11 @@ class LocalLM(BaseLM):
         self.name = f"local:{short}"
         self.path = path
         self.spec = spec
-        self.capabilities = Capabilities(chunk_chars=chunk_chars, output_chars=DEFAULT_OUTPUT_CHARS)
+        # Greedy unless told otherwise (temperature 0 when none is given; see complete()), so a
+        # repeated request has one answer and the call cache may serve it.
+        self.capabilities = Capabilities(
+            chunk_chars=chunk_chars, output_chars=DEFAULT_OUTPUT_CHARS, greedy_by_default=True
+        )
         self.code_turns = code_turns
         self._threads = threads
         self._n_ctx = n_ctx
