@@ -241,7 +241,6 @@ class Budget:
     ) -> None:
         self.limits = limits
         self.ledger = ledger if ledger is not None else Ledger(prices or PriceTable())
-        self.prices = self.ledger.prices
         self.started = time.monotonic()
         self.calls_reserved = 0
         self.exhausted: BudgetExhausted | None = None
@@ -345,7 +344,7 @@ class Budget:
         """
         self.check()
         lim = self.limits
-        price = self.prices.lookup(model) if lim.max_cost_usd is not None else None
+        price = self.ledger.prices.lookup(model) if lim.max_cost_usd is not None else None
         if lim.max_cost_usd is not None and price is None:
             self._warn_unpriced(model)
         if lim.max_tokens is None and price is None:

@@ -106,7 +106,7 @@ class SubCalls:
         entry = self.functions.get(fn)
         if entry is None:
             raise CallRefused(f"unknown function {fn}")
-        n = len(args.get("prompts") or []) or 1
+        n = entry.size(args)
         span = tree.tracer.start("sub_call", fn, self._cell_span, fn=fn, n=n, depth=self.depth)
         try:
             value = await self._dispatch(entry, args, span)
@@ -119,13 +119,10 @@ class SubCalls:
         tree.tracer.end(span)
         return value
 
-    # kept for callers that pass the bound method as the sandbox's handler
-    handle = __call__
-
     async def _dispatch(self, entry: Entry, args: Mapping[str, Any], span: Span) -> Any:
         handler = self._handlers[entry.handler]
-        if "model" in args:
-            self._pick(args.get("model"))  # an unknown model fails the whole call, once
+        if "model" in args:  # picked once: an unknown model fails the whole call, not each item
+            args = {**args, "model": self._pick(args["model"])}
         if not entry.batch:
             return await handler(args, span)
         jobs = [handler(item, span) for item in entry.items(args)]

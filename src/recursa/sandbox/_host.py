@@ -531,7 +531,8 @@ class WorkerHost:
         Every round charges the worker's CPU time (:meth:`_charge_worker_cpu`) and ends the cell
         (``cell_timeout``) once its compute time is spent, then waits for a frame or a handler
         (:meth:`_wait_for_worker`). A wait that saw nothing happen ends the cell at the run's
-        deadline (``run_timeout``); each frame goes to :meth:`_on_frame`.
+        deadline (``run_timeout``). A sub-call frame is served (:meth:`_start_call`) and the
+        cell's result ends it; anything else goes to :meth:`_on_frame`.
         """
         clock = cell.clock
         while True:

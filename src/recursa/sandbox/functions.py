@@ -79,6 +79,12 @@ class Entry:
     batch: bool
     doc: str
 
+    def size(self, args: Mapping[str, Any]) -> int:
+        """How many items a checked call carries (1 for a single call)."""
+        if not self.batch:
+            return 1
+        return len(next(args[p.name] for p in self.params if p.per_item))
+
     def items(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The per-item argument dicts of a checked call (one for a single call), each keyed
         by the single-item parameter names."""
@@ -86,8 +92,7 @@ class Entry:
             return [dict(args)]
         lists = {p.item: args[p.name] for p in self.params if p.per_item}
         shared = {p.name: args.get(p.name) for p in self.params if not p.per_item}
-        n = len(next(iter(lists.values())))
-        return [{**shared, **{k: v[i] for k, v in lists.items()}} for i in range(n)]
+        return [{**shared, **{k: v[i] for k, v in lists.items()}} for i in range(self.size(args))]
 
     def check(self, args: Any) -> None:
         """Raise :class:`ProtocolError` unless ``args`` fit this entry (a batch's lists are all

@@ -232,8 +232,11 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
     base = name.removesuffix("_batched")
     lists = [p for p in params if p["kind"] in ("texts", "jsons")]
 
+    # How an argument is named in an error ("rlm_query context"), worked out once.
+    whats = {n: f"{base} {n.removesuffix('s') if batch else n}" for n in names}
+
     def convert(p: JSON, value: Any) -> Any:
-        kind, what = p["kind"], f"{base} {str(p['name']).removesuffix('s') if batch else p['name']}"
+        kind, what = p["kind"], whats[p["name"]]
         if kind == "text":
             return str(value)
         if kind == "json":
