@@ -19,6 +19,9 @@ def test_each_row_gives_a_single_and_a_batched_entry() -> None:
         "llm_query_batched",
         "rlm_query",
         "rlm_query_batched",
+        "llm_map",  # list operations take a list already: no batched twin
+        "llm_classify",
+        "llm_filter",
     ]
     batched = DEFAULT_FUNCTIONS.get("rlm_query_batched")
     assert batched is not None and batched.batch

@@ -48,3 +48,23 @@ def test_the_real_probe_survives_a_prompt_longer_than_one_batch(lm, tmp_path):
     assert survived[0].prompt_tokens >= 512
     assert survived[0].prompt_tok_per_s > 0 and survived[0].generation_tok_per_s > 0
     assert "CPU" in choice.system_info  # llama.cpp's own list of what it was built with
+
+
+async def test_choices_are_scored_not_generated_and_share_the_prompts_prefix(lm):
+    head = "Is the item a fruit or a vehicle?\n\nReply with fruit or vehicle.\n\nItem: "
+    settings = LMSettings(choices=("fruit", "vehicle"))
+    first = await lm.complete([Message.user(head + "a ripe banana")], settings)
+    second = await lm.complete([Message.user(head + "a red bus with two decks")], settings)
+    assert (first.text, second.text) == ("fruit", "vehicle")
+    assert first.finish_reason == second.finish_reason == "choice"
+    assert second.usage.output_tokens == 0
+    assert second.usage.cached_tokens >= 15  # the instruction was not evaluated again
+    # Choices that start with the same token are scored token by token.
+    same_start = LMSettings(choices=("red fruit", "red vehicle"))
+    third = await lm.complete([Message.user(head + "a red fire truck")], same_start)
+    assert third.text == "red vehicle"
+    # A generated reply after scoring still sees the right state.
+    plain = await lm.complete(
+        [Message.user(head + "a red fire truck")], LMSettings(max_output_tokens=4)
+    )
+    assert "vehicle" in plain.text.lower()

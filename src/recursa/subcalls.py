@@ -15,27 +15,33 @@ keep their order, and turn a failed item into an error string instead of failing
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from recursa.context import Context, load_context
+from recursa.gate import clip
 from recursa.limits import BudgetExhausted, UsageMeter
 from recursa.lm.base import LM
 from recursa.prompts import render_text
 from recursa.sandbox.base import CallRefused
 from recursa.sandbox.functions import DEFAULT_FUNCTIONS, Entry, FunctionTable
+from recursa.semantic import Kind, Operation, run_operation
 from recursa.trace.spans import Span
-from recursa.types import Message, Result
+from recursa.types import LMSettings, Message, Result
 
 if TYPE_CHECKING:
     from recursa.engine import Tree
 
 __all__ = ["ChildSpawner", "SubCalls"]
 
+PREVIEW_ITEMS = 200  # items (and their values) an operation's span keeps for the viewer
+
 #: Runs a child RLM one level deeper: ``(question, context, parent span) -> its Result``.
 ChildSpawner = Callable[[str, Context, Span], Awaitable[Result]]
-Handler = Callable[[Mapping[str, Any], Span], Awaitable[str]]
+Handler = Callable[[Mapping[str, Any], Span], Awaitable[Any]]
 
 
 def _error_item(fn: str, exc: BaseException) -> str:
@@ -83,7 +89,13 @@ class SubCalls:
         self.spawn = spawn
         self.functions = functions
         self.settings = tree.config.sub_settings  # built once: every sub-call sends the same
-        self._handlers: dict[str, Handler] = {"llm": self._llm_item, "rlm": self._rlm_item}
+        self._handlers: dict[str, Handler] = {
+            "llm": self._llm_item,
+            "rlm": self._rlm_item,
+            "map": functools.partial(self._operation, "map"),
+            "classify": functools.partial(self._operation, "classify"),
+            "filter": functools.partial(self._operation, "filter"),
+        }
         self._refusals = 0
         self._cell_span: Span | None = None
 
@@ -160,11 +172,60 @@ class SubCalls:
     async def _rlm_item(self, args: Mapping[str, Any], parent: Span) -> str:
         return await self.rlm(str(args["prompt"]), args.get("context"), parent)
 
-    async def llm(self, prompt: str, model: str | LM | None, parent: Span) -> str:
+    async def _operation(self, kind: Kind, args: Mapping[str, Any], span: Span) -> dict[str, Any]:
+        """``llm_map``/``llm_classify``/``llm_filter``: every item answered by the sub model,
+        packed many to a prompt (:mod:`recursa.semantic`); one ``lm_call`` span per prompt
+        under this operation's span, which records the items and their values."""
+        fn = f"llm_{kind}"
+        text = args.get("condition") if kind == "filter" else args.get("instruction")
+        try:
+            op = Operation(kind, str(text or ""), tuple(args.get("labels") or ()))
+        except ValueError as exc:
+            raise CallRefused(str(exc)) from None
+        items: list[str] = list(args["items"])
+        lm = self._pick(args.get("model"))
+        room = lm.capabilities.chunk_chars or self.tree.config.sub_prompt_chars
+
+        async def ask(prompt: str, max_tokens: int) -> str:
+            settings = self.settings
+            if settings.max_output_tokens is None or settings.max_output_tokens > max_tokens:
+                settings = dataclasses.replace(settings, max_output_tokens=max_tokens)
+            return await self.llm(prompt, lm, span, settings)
+
+        async def choose(prompt: str, choices: tuple[str, ...]) -> str:
+            settings = dataclasses.replace(self.settings, choices=choices, max_output_tokens=1)
+            return await self.llm(prompt, lm, span, settings)
+
+        result = await run_operation(
+            op,
+            items,
+            ask,
+            room_chars=room,
+            fatal=(BudgetExhausted,),
+            choose=choose if lm.capabilities.choices else None,
+        )
+        note = result.note(fn)
+        span.attrs.update(
+            op=kind,
+            instruction=clip(op.instruction, 2000),
+            labels=list(op.labels),
+            prompts=result.calls,
+            retried=result.retried,
+            failed=result.failed,
+            items=[
+                [clip(item, 200), value]
+                for item, value in zip(items[:PREVIEW_ITEMS], result.values, strict=False)
+            ],
+        )
+        return {"values": result.values, "note": note}
+
+    async def llm(
+        self, prompt: str, model: str | LM | None, parent: Span, settings: LMSettings | None = None
+    ) -> str:
         completion = await self.tree.gate.complete(
             self._pick(model),
             [Message.user(prompt)],
-            self.settings,
+            settings or self.settings,
             role="sub",
             depth=self.depth + 1,
             parent=parent,

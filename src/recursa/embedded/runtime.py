@@ -277,6 +277,57 @@ class LoadedModel:
             dropped_messages=dropped,
         )
 
+    def choose(
+        self, slot: Slot, messages: list[dict[str, str]], choices: list[str], abort: threading.Event
+    ) -> CallResult:
+        """The most likely of ``choices`` as the reply to ``messages``, by the model's own
+        probabilities: nothing is generated, so the answer is always one of them.
+
+        When the choices start with different tokens one forward pass over the prompt decides
+        (its shared prefix with the previous prompt is reused from the KV cache, like any call
+        here); otherwise each choice's tokens are scored in turn and the sums compared."""
+        import numpy as np
+
+        if not choices:
+            raise LMRequestError("no choices to choose from", model=self.settings.path.name)
+        ctx = self.context(slot)
+        ctx.abort = abort
+        llama = ctx.llama
+        tokens, _ = self._fit(ctx, slot, messages, 1)
+        cached = ctx.cached_prefix(tokens) if llama.n_tokens else 0
+        n_vocab = llama.n_vocab()
+
+        def logprobs() -> Any:
+            raw = self._lib.llama_get_logits_ith(llama.ctx, -1)
+            logits = np.ctypeslib.as_array(raw, shape=(n_vocab,)).astype(np.float64)
+            return logits - np.logaddexp.reduce(logits)
+
+        options = [llama.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in choices]
+        try:
+            llama.n_tokens = cached
+            llama.eval(tokens[cached:])
+            first = logprobs()
+            heads = [o[0] if o else -1 for o in options]
+            if len(set(heads)) == len(heads) and -1 not in heads:
+                scores = [float(first[h]) for h in heads]
+            else:
+                scores = []
+                for option in options:
+                    score = float(first[option[0]]) if option else float("-inf")
+                    for j in range(1, len(option)):
+                        llama.eval(option[j - 1 : j])
+                        score += float(logprobs()[option[j]])
+                    llama.n_tokens = len(tokens)  # back to the prompt for the next choice
+                    llama._requires_eval = True  # the logits held are a choice's, not the prompt's
+                    scores.append(score)
+        except RuntimeError:
+            if abort.is_set():
+                llama.n_tokens = min(llama.n_tokens, cached)
+                return CallResult("", len(tokens), cached, 0, "cancelled")
+            raise
+        best = max(range(len(choices)), key=scores.__getitem__)
+        return CallResult(choices[best], len(tokens), cached, 0, "choice")
+
     def _warm_from_disk(
         self, ctx: LlamaContext, slot: Slot, messages: list[dict[str, str]], tokens: list[int]
     ) -> int:

@@ -34,6 +34,10 @@ class Capabilities:
         default_max_output_tokens: the output cap a call gets when its settings name none;
             token and cost budgets reserve it as the call's worst case.
         context_window: tokens the model can take in one prompt, where known.
+        choices: the backend honours ``LMSettings.choices``: its reply is exactly one of the
+            given choices, picked by the model's own probabilities, with nothing generated
+            (the embedded model does; ``llm_classify`` and ``llm_filter`` then ask one short
+            prompt per item instead of parsing packed replies).
     """
 
     chunk_chars: int | None = None
@@ -41,6 +45,7 @@ class Capabilities:
     greedy_by_default: bool = False
     default_max_output_tokens: int | None = None
     context_window: int | None = None
+    choices: bool = False
 
 
 @runtime_checkable

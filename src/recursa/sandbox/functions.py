@@ -67,6 +67,13 @@ class HostFunction:
     doc: str
     batched: bool = True
     batched_doc: str = ""
+    # A list operation (llm_map and friends): ``counts`` names the list parameter whose items
+    # the call answers (its length is the call's size); ``result="values"`` means the host
+    # replies ``{"values": [...], "note": str}`` and the worker prints the note and returns the
+    # values; ``select`` names a parameter whose items the worker keeps where a value is true.
+    counts: str = ""
+    result: Literal["", "values"] = ""
+    select: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +85,14 @@ class Entry:
     handler: str
     batch: bool
     doc: str
+    counts: str = ""
+    result: str = ""
+    select: str = ""
 
     def size(self, args: Mapping[str, Any]) -> int:
         """How many items a checked call carries (1 for a single call)."""
+        if self.counts:
+            return len(args[self.counts])
         if not self.batch:
             return 1
         return len(next(args[p.name] for p in self.params if p.per_item))
@@ -119,6 +131,8 @@ class Entry:
                     raise ProtocolError(
                         f"call frame: {len(value)} items in one batch (limit {MAX_BATCH})"
                     )
+                if not self.batch or not p.per_item:
+                    continue
                 if length is not None and len(value) != length:
                     raise ProtocolError(f"call frame: {p.name} must be as long as the prompts")
                 length = len(value)
@@ -131,6 +145,8 @@ class Entry:
             ],
             "batch": self.batch,
             "doc": self.doc,
+            "result": self.result,
+            "select": self.select,
         }
 
 
@@ -141,7 +157,18 @@ class FunctionTable:
         self.rows = tuple(rows)
         self._entries: dict[str, Entry] = {}
         for row in self.rows:
-            self._add(Entry(row.name, row.params, row.handler, False, row.doc))
+            self._add(
+                Entry(
+                    row.name,
+                    row.params,
+                    row.handler,
+                    False,
+                    row.doc,
+                    row.counts,
+                    row.result,
+                    row.select,
+                )
+            )
             if row.batched:
                 params = tuple(p.batched() for p in row.params)
                 name = f"{row.name}_batched"
@@ -178,12 +205,14 @@ class FunctionTable:
 
 
 _PROMPT = Param("prompt", "text")
+_MODEL = Param("model", "model", required=False, per_item=False)
+_ITEMS = Param("items", "texts")
 
 DEFAULT_FUNCTIONS = FunctionTable(
     [
         HostFunction(
             "llm_query",
-            (_PROMPT, Param("model", "model", required=False, per_item=False)),
+            (_PROMPT, _MODEL),
             handler="llm",
             doc="Ask a language model one question; returns its answer as a string.",
             batched_doc="Ask many questions concurrently; answers come back in order. A failed "
@@ -197,6 +226,41 @@ DEFAULT_FUNCTIONS = FunctionTable(
             doc="Start a child RLM (its own REPL, one level deeper) on `context`; returns its "
             "answer. Past the depth limit it is a plain language-model call.",
             batched_doc="Run several child RLMs concurrently; answers come back in order.",
+        ),
+        HostFunction(
+            "llm_map",
+            (_ITEMS, Param("instruction", "text"), _MODEL),
+            handler="map",
+            doc="Apply `instruction` to every item; returns one answer string per item, in "
+            "order (None where no usable answer came back). Items are packed many to a prompt.",
+            batched=False,
+            counts="items",
+            result="values",
+        ),
+        HostFunction(
+            "llm_classify",
+            (
+                _ITEMS,
+                Param("labels", "texts"),
+                Param("instruction", "text", required=False),
+                _MODEL,
+            ),
+            handler="classify",
+            doc="Give every item one of `labels`; returns one label per item, in order (None "
+            "where no valid label came back). Items are packed many to a prompt.",
+            batched=False,
+            counts="items",
+            result="values",
+        ),
+        HostFunction(
+            "llm_filter",
+            (_ITEMS, Param("condition", "text"), _MODEL),
+            handler="filter",
+            doc="Keep the items for which `condition` holds; returns them in order.",
+            batched=False,
+            counts="items",
+            result="values",
+            select="items",
         ),
     ]
 )

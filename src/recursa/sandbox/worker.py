@@ -22,6 +22,7 @@ import itertools
 import json
 import keyword
 import os
+import re
 import struct
 import sys
 import threading
@@ -115,6 +116,9 @@ class Repl:
         for spec in functions:  # the host's function table, from the init frame
             self._builtins[spec["name"]] = host_function(call, spec)
         self.namespace.update(self._builtins)
+        # Refined across turns; setting "ready" to True ends the run with "content" (and the
+        # content is the partial answer if a limit stops the run first).
+        self.namespace["answer"] = {"content": "", "ready": False}
 
     # -- functions the model's code calls (besides the host's) --
     def _make_builtins(self) -> dict[str, Callable[..., Any]]:
@@ -147,6 +151,7 @@ class Repl:
             "FINAL": FINAL,
             "FINAL_VAR": FINAL_VAR,
             "SHOW_VARS": SHOW_VARS,
+            **HELPERS,
         }
 
     def restore_builtins(self) -> None:
@@ -238,16 +243,28 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
     def convert(p: JSON, value: Any) -> Any:
         kind, what = p["kind"], whats[p["name"]]
         if kind == "text":
-            return str(value)
+            return None if value is None and not p.get("required") else str(value)
         if kind == "json":
             return _jsonable(value, what)
+        if kind in ("texts", "jsons") and value is not None:
+            if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+                raise TypeError(
+                    f"{name}: {p['name']} must be a list, not {type(value).__name__} "
+                    "(split a text first, e.g. split_lines(text) or split_chunks(text))"
+                )
+            value = list(value)
         if kind == "texts":
             return [str(v) for v in value]
         if kind == "jsons":
             return None if value is None else [_jsonable(v, what) for v in value]
         return value  # "model": checked by the host
 
+    result, select = spec.get("result") or "", spec.get("select") or ""
+
     def send(values: JSON) -> Any:
+        if select:  # the caller's own objects come back, so materialise them once
+            if _is_list_like(values[select]):
+                values[select] = list(values[select])
         payload = {p["name"]: convert(p, values[p["name"]]) for p in params}
         if batch:
             first = lists[0]["name"]
@@ -259,7 +276,16 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
                     raise ValueError(f"{name}: {first} and {p['name']} differ in length")
             if not n:
                 return []
-        return call(name, payload)
+        value = call(name, payload)
+        if result == "values":
+            if not isinstance(value, dict) or not isinstance(value.get("values"), list):
+                raise RuntimeError(f"protocol: {name} got a malformed reply from the host")
+            if value.get("note"):
+                print(value["note"])
+            value = value["values"]
+        if select:
+            return [item for item, keep in zip(values[select], value) if keep is True]
+        return value
 
     signature, optional = [], False
     for n, p in zip(names, params, strict=True):
@@ -278,6 +304,56 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
     function: Callable[..., Any] = scope[name]
     function.__doc__ = spec.get("doc")
     return function
+
+
+def _is_list_like(value: object) -> bool:
+    return hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict))
+
+
+# ---- plain helpers the REPL offers beside the host's functions -----------------------------------
+def split_lines(text: object) -> list[str]:
+    """The non-empty lines of `text` (a list of texts: the lines of each, in order)."""
+    if _is_list_like(text):
+        return [line for part in text for line in split_lines(part)]  # type: ignore[attr-defined]
+    return [line.rstrip() for line in str(text).splitlines() if line.strip()]
+
+
+def split_records(text: object, separator: str = "") -> list[str]:
+    """Records of `text`: blocks separated by blank lines, or by `separator` when given (a
+    regular expression, e.g. r"\n(?=Ticket #)"). Empty records are left out."""
+    if _is_list_like(text):
+        return [r for part in text for r in split_records(part, separator)]  # type: ignore[attr-defined]
+    pattern = separator or r"\n\s*\n"
+    return [r.strip() for r in re.split(pattern, str(text)) if r.strip()]
+
+
+def split_chunks(text: object, size: int = 8000) -> list[str]:
+    """`text` in pieces of about `size` characters, cut at line ends (a longer line is cut)."""
+    if size < 1:
+        raise ValueError("split_chunks: size must be at least 1")
+    if _is_list_like(text):
+        text = "\n".join(str(t) for t in text)  # type: ignore[attr-defined]
+    chunks: list[str] = []
+    current: list[str] = []
+    length = 0
+    for line in str(text).splitlines(keepends=True):
+        while len(line) > size:
+            if current:
+                chunks.append("".join(current))
+                current, length = [], 0
+            chunks.append(line[:size])
+            line = line[size:]
+        if current and length + len(line) > size:
+            chunks.append("".join(current))
+            current, length = [], 0
+        current.append(line)
+        length += len(line)
+    if current:
+        chunks.append("".join(current))
+    return chunks
+
+
+HELPERS = {"split_lines": split_lines, "split_records": split_records, "split_chunks": split_chunks}
 
 
 def _to_text(value: object) -> str:

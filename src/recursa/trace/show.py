@@ -78,7 +78,12 @@ def span_label(span: Span, full: bool = False, usage: Usage | None = None) -> st
         return label + _dur(span) + err
     if span.kind == "sub_call":
         n = a.get("n", 1)
-        return f"[blue]{escape(span.name)}[/]" + (f" ×{n}" if n != 1 else "") + _dur(span) + err
+        label = f"[blue]{escape(span.name)}[/]" + (f" ×{n}" if n != 1 else "")
+        if a.get("op"):  # a list operation: its prompts, and the items it could not answer
+            label += f" in {a.get('prompts', 0)} prompts"
+            if a.get("failed"):
+                label += f" [red]{a['failed']} unanswered[/]"
+        return label + _dur(span) + err
     return escape(span.name) + _dur(span) + err
 
 

@@ -462,7 +462,25 @@
                    ["fatal", a.fatal ? a.fatal_reason || "yes" : ""]]));
       cellSections(n, add, "");
     } else if (s.kind === "sub_call") {
-      f.append(kv([["function", a.fn], ["items", a.n], ["depth", a.depth]]));
+      f.append(kv([["function", a.fn], ["items", a.n], ["depth", a.depth],
+                   ["instruction", a.op ? a.instruction : ""],
+                   ["labels", Array.isArray(a.labels) ? a.labels.join(", ") : ""],
+                   ["prompts", a.op ? a.prompts : ""],
+                   ["asked again", a.retried ? fmtInt(a.retried) : ""],
+                   ["no usable answer", a.failed ? fmtInt(a.failed) : ""]]));
+      if (Array.isArray(a.items) && a.items.length) {
+        // A list operation (llm_map, llm_classify, llm_filter): each item and its value.
+        f.append(el("h3", null, "Items"));
+        const ol = el("ol", "items");
+        for (const pair of a.items) {
+          const v = pair[1] === null ? "(no answer)" : String(pair[1]);
+          ol.append(el("li", null, oneLine(String(pair[0]), 160) + " → " + oneLine(v, 120)));
+        }
+        if ((a.n || 0) > a.items.length) {
+          ol.append(el("li", "meta", "… " + (a.n - a.items.length) + " more items"));
+        }
+        f.append(ol);
+      }
       f.append(el("h3", null, "Calls"));
       const ul = el("ul", "items");
       for (const k of n.kids.slice(0, 500)) {
