@@ -77,7 +77,10 @@ class Operation:
 
     def __post_init__(self) -> None:
         if self.kind == "classify":
-            labels = tuple(dict.fromkeys(str(x).strip() for x in self.labels if str(x).strip()))
+            # Sorted: the order a caller lists labels in changes nothing, so two calls with the
+            # same labels send the same prompts (and the call cache can answer the second).
+            unique = {str(x).strip() for x in self.labels if str(x).strip()}
+            labels = tuple(sorted(unique, key=lambda x: (x.lower(), x)))
             if len(labels) < 2:
                 raise ValueError("llm_classify needs at least two different labels")
             object.__setattr__(self, "labels", labels)
