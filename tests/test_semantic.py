@@ -317,3 +317,13 @@ def test_label_order_does_not_change_the_prompts() -> None:
     b = Operation("classify", "", ("c", "b", "a", "a"))
     assert a.labels == b.labels == ("a", "b", "c")
     assert render_pack(a, ["x"]) == render_pack(b, ["x"])
+
+
+def test_trace_show_names_an_operations_prompts_and_unanswered_items() -> None:
+    from recursa.trace.show import span_label
+    from recursa.trace.spans import Span
+
+    span = Span("sub_call", "llm_classify", attrs={"n": 40, "op": "classify", "prompts": 2})
+    assert "×40 in 2 prompts" in span_label(span, False, None)
+    span.attrs["failed"] = 3
+    assert "3 unanswered" in span_label(span, False, None)

@@ -190,3 +190,22 @@ def test_unfinished_and_empty_traces_load_clean(browser_context, tmp_path):
         page.keyboard.press("Enter")
         page.keyboard.press("u")
         assert pg.errors == []
+
+
+def test_a_list_operation_shows_its_items_and_values(browser_context, tmp_path):
+    from recursa import RLM, ScriptedLM
+
+    code = (
+        "```repl\nkinds = llm_classify(split_lines(context), ['fruit', 'rock'])\nprint(kinds)\n```"
+    )
+    sub = ScriptedLM(rules=[(r"Labels", lambda m: "1: fruit\n2: rock")], name="sub")
+    rlm = RLM(ScriptedLM(replies=[code, "FINAL('ok')"]), sub, journal=False)
+    rlm.run("q", "a ripe plum\na grey pebble", trace=tmp_path / "op.jsonl")
+    pg = Page(browser_context)
+    page = pg.open(write_html(tmp_path / "op.jsonl", tmp_path / "op.html").as_uri())
+    page.locator('.row[data-kind="sub_call"]').first.click()
+    detail = page.inner_text("#detail")
+    assert "llm_classify" in detail and "fruit, rock" in detail  # the function and its labels
+    items = page.inner_text("#detail ol.items")
+    assert "a ripe plum → fruit" in items and "a grey pebble → rock" in items
+    assert pg.errors == []
