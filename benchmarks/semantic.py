@@ -1,8 +1,8 @@
 """Figures for ``llm_classify`` on the embedded models. Prints them; asserts nothing.
 
-    python benchmarks/semantic.py                       # 1.5B and 0.5B, packed, 100 items
+    python benchmarks/semantic.py                       # 1.5B and 0.5B, scored and packed
     python benchmarks/semantic.py --models qwen2.5-coder-0.5b --items 200
-    python benchmarks/semantic.py --single 25           # also one prompt per item, on 25 items
+    python benchmarks/semantic.py --single 25           # also one generated reply per item
     python benchmarks/semantic.py --data-dir ../shared/data --seed 3
 
 The work: label TREC questions (``trec/train_5500.label``, found like ``recursa bench``'s data:
@@ -49,18 +49,33 @@ def lines_and_gold(data_dir: Path | None, n: int, seed: int) -> tuple[list[str],
     return lines, [q.label for q in picked]
 
 
-async def measure(lm: LocalLM, lines: list[str], gold: list[str], max_items: int) -> dict:
+async def measure(
+    lm: LocalLM, lines: list[str], gold: list[str], max_items: int, scored: bool
+) -> dict:
     usage = Usage()
 
-    async def ask(prompt: str, max_tokens: int) -> str:
+    async def send(prompt: str, settings: LMSettings) -> str:
         nonlocal usage
-        c = await lm.complete([Message.user(prompt)], LMSettings(max_output_tokens=max_tokens))
+        c = await lm.complete([Message.user(prompt)], settings)
         usage = usage + c.usage
         return c.text
 
+    async def ask(prompt: str, max_tokens: int) -> str:
+        return await send(prompt, LMSettings(max_output_tokens=max_tokens))
+
+    async def choose(prompt: str, choices: tuple[str, ...]) -> str:
+        return await send(prompt, LMSettings(choices=choices, max_output_tokens=1))
+
     op = Operation("classify", INSTRUCTION, tuple(TREC_LABELS.values()))
     started = time.perf_counter()
-    result = await run_operation(op, lines, ask, room_chars=8_000, max_items=max_items)
+    result = await run_operation(
+        op,
+        lines,
+        ask,
+        room_chars=8_000,
+        max_items=max_items,
+        choose=choose if scored else None,
+    )
     wall = time.perf_counter() - started
     right = sum(1 for v, g in zip(result.values, gold, strict=True) if v == g)
     return {
@@ -82,6 +97,12 @@ def main() -> None:
     ap.add_argument("--models", default="qwen2.5-coder-1.5b,qwen2.5-coder-0.5b")
     ap.add_argument("--items", type=int, default=100)
     ap.add_argument("--pack", type=int, default=0, help="items per prompt (0: the default)")
+    ap.add_argument(
+        "--modes",
+        default="scored,packed",
+        help="scored: one prompt per item, the label picked by probability (what the embedded "
+        "model gets); packed: many items per prompt, labels generated and parsed",
+    )
     ap.add_argument("--single", type=int, default=0, help="also one prompt per item on N items")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", type=Path, default=None)
@@ -90,7 +111,7 @@ def main() -> None:
     print(f"{len(lines)} TREC lines, gold labels: {dict(Counter(gold).most_common())}")
     print(f"majority-label accuracy: {Counter(gold).most_common(1)[0][1] / len(gold):.3f}")
     header = (
-        f"{'model':<22} {'pack':>4} {'items':>5} {'acc':>6} {'s/item':>7} {'calls':>5} "
+        f"{'model':<26} {'mode':<6} {'pack':>4} {'items':>5} {'acc':>6} {'s/item':>7} {'calls':>5} "
         f"{'failed':>6} {'prompt tok':>10} {'cached':>8} {'out tok':>7}"
     )
     print(header)
@@ -99,13 +120,16 @@ def main() -> None:
         for name in args.models.split(","):
             lm = LocalLM(name.strip())
             await lm.load()
-            runs = [(args.pack or 0, lines, gold)]
+            runs = []
+            for mode in args.modes.split(","):
+                runs.append((mode.strip(), args.pack or 0, lines, gold))
             if args.single:
-                runs.append((1, lines[: args.single], gold[: args.single]))
-            for pack, ls, gs in runs:
-                r = await measure(lm, ls, gs, pack)
+                runs.append(("packed", 1, lines[: args.single], gold[: args.single]))
+            for mode, pack, ls, gs in runs:
+                r = await measure(lm, ls, gs, pack, mode == "scored")
+                shown = "-" if mode == "scored" else (pack or "auto")
                 print(
-                    f"{lm.name:<22} {pack or 'auto':>4} {len(ls):>5} {r['accuracy']:>6.3f} "
+                    f"{lm.name:<26} {mode:<6} {shown:>4} {len(ls):>5} {r['accuracy']:>6.3f} "
                     f"{r['s_per_item']:>7.2f} {r['calls']:>5} {r['failed']:>6} "
                     f"{r['prompt_tokens']:>10,} {r['cached_tokens']:>8,} {r['output_tokens']:>7,}",
                     flush=True,

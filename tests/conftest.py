@@ -18,6 +18,7 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
         "ANTHROPIC_API_KEY",
         "ANTHROPIC_BASE_URL",
         "RECURSA_MODEL",
+        "RECURSA_STRATEGY",
         "RECURSA_PRICES",
     ):
         monkeypatch.delenv(var, raising=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recursa.limits import Limits
+from recursa.strategy import check_strategy
 from recursa.types import LMSettings
 
 __all__ = ["RunConfig"]
@@ -41,6 +42,9 @@ class RunConfig:
         journal: record the run so it can be resumed.
         sub_prompt_chars: what the system prompt says one sub-call can read, when the sub
             model declares nothing (``Capabilities.chunk_chars``).
+        strategy: how a run answers: ``"rlm"`` (the REPL loop), ``"direct"`` (one plain call
+            with the whole context in the prompt) or ``"auto"`` (direct when the context fits
+            the root model's window with room to spare); see :mod:`recursa.strategy`.
     """
 
     model: str | None = None
@@ -57,6 +61,11 @@ class RunConfig:
     max_retries: int | None = None
     journal: bool = True
     sub_prompt_chars: int = 100_000
+    strategy: str = "rlm"
+
+    def __post_init__(self) -> None:
+        # Checked (and spelled canonically) here, so a bad name fails before any model is built.
+        object.__setattr__(self, "strategy", check_strategy(self.strategy))
 
     @property
     def root_settings(self) -> LMSettings:

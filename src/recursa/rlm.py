@@ -29,8 +29,9 @@ from recursa.pricing import PriceTable
 from recursa.prompts import PROFILES, PromptProfile
 from recursa.sandbox import sandbox_factory
 from recursa.sandbox.base import SandboxConfig
+from recursa.strategy import Strategy, answer_directly, plan
 from recursa.trace.jsonl import JSONLWriter
-from recursa.trace.spans import TraceProcessor, Tracer
+from recursa.trace.spans import Span, TraceProcessor, Tracer
 from recursa.types import Result
 
 __all__ = ["DEFAULT_MODEL", "RLM", "default_model_spec", "new_run_id"]
@@ -87,6 +88,26 @@ class _InstanceOrClassMethod:
         return on_class
 
 
+def _noted(result: Result, strategy: str, reason: str) -> Result:
+    """``result`` with the run's strategy and the reason it was chosen."""
+    return dataclasses.replace(result, strategy=strategy, strategy_reason=reason)
+
+
+class _StrategyNote:
+    """Writes the chosen strategy into the root ``run`` span when it starts."""
+
+    def __init__(self, strategy: str, reason: str) -> None:
+        self.strategy, self.reason = strategy, reason
+
+    def on_start(self, span: Span) -> None:
+        if span.kind == "run" and span.parent_id is None:
+            span.attrs.setdefault("strategy", self.strategy)
+            span.attrs.setdefault("strategy_reason", self.reason)
+
+    def on_end(self, span: Span) -> None:
+        return None
+
+
 class RLM:
     """A Recursive Language Model: answers questions over contexts far larger than a prompt.
 
@@ -113,6 +134,10 @@ class RLM:
         cache: answer repeated deterministic requests from a shared call cache: ``True`` for
             the default file in the cache folder, a path, or a :class:`CallCache`.
         runs_root: where run folders go (default: the data folder, see :mod:`recursa.paths`).
+        strategy: ``"rlm"`` (default: the REPL loop), ``"direct"`` (one plain call to the root
+            model with the whole context in the prompt, cut in the middle if the model's window
+            is too small) or ``"auto"`` (direct when the context fits the root model's declared
+            window with room to spare, else rlm); see :mod:`recursa.strategy`.
     """
 
     def __init__(
@@ -138,6 +163,7 @@ class RLM:
         journal: bool = True,
         cache: bool | str | Path | CallCache = False,
         runs_root: str | Path | None = None,
+        strategy: Strategy | str = "rlm",
     ) -> None:
         models = tuple(models)
         # Everything that is data goes into one frozen RunConfig (journaled with each run);
@@ -158,6 +184,7 @@ class RLM:
             call_timeout_s=call_timeout_s,
             max_retries=max_retries,
             journal=journal,
+            strategy=strategy,
         )
         options = ProviderOptions(
             base_url=base_url, api_key=api_key, timeout_s=call_timeout_s, max_retries=max_retries
@@ -282,9 +309,15 @@ class RLM:
         trace: str | Path | None,
         processors: Sequence[TraceProcessor],
     ) -> Result:
+        strategy, reason = plan(
+            self.config.strategy, question, ctx, self.root_lm, self.config.max_output_tokens
+        )
+        # An RLM's root span is the engine's: the note adds the choice to it before any other
+        # processor (progress, trace writer) sees it. A direct run's span carries it already.
+        note: list[TraceProcessor] = [_StrategyNote(strategy, reason)] if strategy == "rlm" else []
         trace_path = trace if trace is not None else (journal.trace_path if journal else None)
         writer = JSONLWriter(trace_path, run_id=run_id) if trace_path is not None else None
-        tracer = Tracer([*self.processors, *processors], run_id=run_id)
+        tracer = Tracer([*note, *self.processors, *processors], run_id=run_id)
         if writer is not None:
             tracer.add_processor(writer)
             if journal is not None:
@@ -318,7 +351,19 @@ class RLM:
         )
         status, summary = "interrupted", {}
         try:
-            result = await Engine(tree, depth=0, lm=self.root_lm).run(question, ctx)
+            try:
+                if strategy == "direct":
+                    result = await answer_directly(tree, question, ctx, reason=reason)
+                else:
+                    result = _noted(
+                        await Engine(tree, depth=0, lm=self.root_lm).run(question, ctx),
+                        strategy,
+                        reason,
+                    )
+            except RecursaError as exc:
+                if exc.result is not None:
+                    exc.result = _noted(exc.result, strategy, reason)
+                raise
             status = "final" if not result.partial else "stopped"
             summary = result.to_dict()
         except RecursaError as exc:
@@ -365,6 +410,7 @@ class RLM:
             "call_timeout_s": config.call_timeout_s,
             "max_retries": config.max_retries,
             "journal": config.journal,
+            "strategy": config.strategy,
         }
         if config.sandbox is not None:
             kwargs["sandbox"] = config.sandbox

@@ -115,14 +115,26 @@ class LMSettings:
     stop: tuple[str, ...] | None = None
     seed: int | None = None
     timeout_s: float | None = None
+    # Whether the reply is expected to be code (an RLM's root turn) or plain text (a direct
+    # answer). ``None``: the backend decides as it always has; the embedded local model, which
+    # starts conversation replies with a code block, starts none when this is ``False``.
+    expect_code: bool | None = None
+    # Reply with exactly one of these, picked by the model's own probabilities (only backends
+    # whose capabilities declare ``choices``; see recursa.lm.base.Capabilities).
+    choices: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "temperature": self.temperature,
             "max_output_tokens": self.max_output_tokens,
             "stop": list(self.stop) if self.stop else None,
             "seed": self.seed,
         }
+        if self.expect_code is not None:  # only when set: existing call-cache keys stay valid
+            data["expect_code"] = self.expect_code
+        if self.choices is not None:
+            data["choices"] = list(self.choices)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +190,9 @@ class Result:
     """Everything a run produced.
 
     ``answer`` is the final answer when ``stop_reason`` is ``FINAL``; otherwise it is the best
-    partial answer the run had (possibly empty) and ``partial`` is true.
+    partial answer the run had (possibly empty) and ``partial`` is true. ``strategy`` says how
+    the run answered (``"rlm"``: the REPL loop, ``"direct"``: one plain call with the context
+    in the prompt) and ``strategy_reason`` why (see :mod:`recursa.strategy`).
     """
 
     answer: str
@@ -197,6 +211,8 @@ class Result:
     saved_usd: float = 0.0
     replayed_calls: int = 0
     retries: int = 0  # requests re-sent after 429/5xx/timeouts (counted in max_llm_calls)
+    strategy: str = "rlm"
+    strategy_reason: str = ""
 
     @property
     def partial(self) -> bool:
@@ -234,4 +250,6 @@ class Result:
             "saved_usd": round(self.saved_usd, 8),
             "replayed_calls": self.replayed_calls,
             "retries": self.retries,
+            "strategy": self.strategy,
+            "strategy_reason": self.strategy_reason,
         }

@@ -5,7 +5,8 @@ Benchmarks (deterministic, seeded generators; lengths in approximate tokens):
 ``oolong-pairs`` (TREC questions, labels hidden), ``multihop`` (a generated collection of 1,000
 fictional documents), ``longbench-codeqa`` and ``codeqa-docstring`` (code QA).
 
-Methods: ``direct``, ``rag``, ``summarize``, ``rlm-nosub``, ``rlm``, ``rlm-depth2``.
+Methods: ``direct``, ``rag``, ``summarize``, ``rlm-nosub``, ``rlm``, ``rlm-depth2`` and ``auto``
+(the RLM with ``strategy="auto"``).
 See ``docs/bench.md``; from the shell, ``recursa bench run`` and ``recursa bench report``.
 """
 

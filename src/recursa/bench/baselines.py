@@ -19,6 +19,7 @@ from recursa.errors import LMRequestError, MissingDependencyError
 from recursa.gate import LMGate
 from recursa.limits import CHARS_PER_TOKEN, Budget, BudgetExhausted, approx_tokens
 from recursa.lm.wrappers import compose
+from recursa.strategy import fit_middle  # lives with the direct strategy; re-exported here
 from recursa.trace.jsonl import JSONLWriter
 from recursa.trace.spans import Tracer
 from recursa.types import LMSettings, Message, StopReason
@@ -32,18 +33,6 @@ SYSTEM = (
 ANSWER_ROOM = 512  # tokens kept free for the answer when a prompt is fitted to the window
 _SHRINK = 0.85  # when a fitted prompt is still refused, try again with this much of it
 _MAX_FITS = 6
-
-
-def fit_middle(text: str, max_chars: int) -> tuple[str, bool]:
-    """``text`` cut in the middle to ``max_chars`` (beginning and end kept, as LongBench does),
-    with a marker saying how much was cut; and whether anything was."""
-    if len(text) <= max_chars:
-        return text, False
-    marker = "\n\n[... {n:,} characters cut here to fit the model's context window ...]\n\n"
-    keep = max(0, max_chars - len(marker) - 12)
-    head = text[: keep // 2]
-    tail = text[len(text) - (keep - len(head)) :] if keep > len(head) else ""
-    return head + marker.format(n=len(text) - len(head) - len(tail)) + tail, True
 
 
 def chunk_text(text: str, chunk_chars: int) -> list[str]:

@@ -6,7 +6,9 @@
 - ``summarize``: a note per chunk on what matters for the question, notes compacted until they
   fit, then one answer;
 - ``rlm-nosub``: the RLM with its REPL only (no sub-calls);
-- ``rlm``: the RLM, children one level deep; ``rlm-depth2``: two levels.
+- ``rlm``: the RLM, children one level deep; ``rlm-depth2``: two levels;
+- ``auto``: the RLM with ``strategy="auto"``: one direct call when the context fits the root
+  model's window with room to spare, else ``rlm`` (the row's notes say which, and why).
 
 The baselines send their calls through the same :class:`~recursa.gate.LMGate` and
 :class:`~recursa.limits.Budget` the RLM uses, so tokens, cost, cache hits and traces are
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,11 @@ from recursa.bench.tasks import Task
 from recursa.cache import CallCache
 from recursa.errors import ConfigError
 from recursa.limits import Limits
-from recursa.lm.base import LM, ProviderOptions
+from recursa.lm.base import LM, BaseLM, ProviderOptions
 from recursa.lm.registry import parse_model, resolve_model
 from recursa.pricing import PriceTable
 from recursa.trace.spans import Span
-from recursa.types import Usage
+from recursa.types import Completion, LMSettings, Message, Usage
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -107,8 +109,9 @@ def model_window(
     if window is not None and window > 0:
         return window, "backend"
     if lm.name.startswith("local:"):
-        # The local backend does not expose its window yet: its conversation context is
-        # DEFAULT_N_CTX tokens unless RECURSA_LOCAL_CTX says otherwise (lm/local.py).
+        # The local backend declares its window (n_ctx, which local_from_env reads from
+        # RECURSA_LOCAL_CTX); this covers a "local:" model that declares none (a test double,
+        # a wrapper): its window is the backend's default unless RECURSA_LOCAL_CTX says.
         from recursa.lm.local import DEFAULT_N_CTX
 
         raw = (os.environ if env is None else env).get("RECURSA_LOCAL_CTX", "").strip()
@@ -174,11 +177,43 @@ def trace_path(env: MethodEnv, task: Task, method: str) -> Path:
 # ---- the RLM methods -------------------------------------------------------------------------
 
 
-async def _rlm(task: Task, env: MethodEnv, score: ScoreFn, *, depth: int, sub: bool) -> Outcome:
+class _Windowed(BaseLM):
+    """``lm`` declaring the window ``--window`` gave, for ``auto`` to choose with (calls go to
+    ``lm``; closing is left to the env that owns it)."""
+
+    def __init__(self, lm: LM, window: int) -> None:
+        self.lm = lm
+        self.name = lm.name
+        self.capabilities = dataclasses.replace(lm.capabilities, context_window=window)
+
+    async def complete(
+        self, messages: Sequence[Message], settings: LMSettings | None = None
+    ) -> Completion:
+        return await self.lm.complete(messages, settings)
+
+
+def _auto_root(env: MethodEnv) -> LM:
+    """The root model for ``auto``: ``env.root_lm``, declaring the window ``--window`` gave when
+    the backend declares none (an assumed window is not enough: ``auto`` then takes ``rlm``)."""
+    if env.window_source == "--window" and env.root_lm.capabilities.context_window is None:
+        return _Windowed(env.root_lm, env.window_tokens)
+    return env.root_lm
+
+
+async def _rlm(
+    task: Task,
+    env: MethodEnv,
+    score: ScoreFn,
+    *,
+    depth: int,
+    sub: bool,
+    strategy: str = "rlm",
+) -> Outcome:
     from recursa.rlm import RLM
 
+    name = "auto" if strategy == "auto" else _rlm_name(depth, sub)
     rlm = RLM(
-        env.root_lm,
+        _auto_root(env) if strategy == "auto" else env.root_lm,
         env.sub_lm,
         limits=dataclasses.replace(env.limits, max_depth=depth),
         sandbox=env.sandbox,
@@ -188,14 +223,22 @@ async def _rlm(task: Task, env: MethodEnv, score: ScoreFn, *, depth: int, sub: b
         sub_calls=sub,
         journal=False,  # bench resumes whole rows; a per-task journal would only cost time
         cache=env.cache or False,
+        # The local model's direct answer is not started as a code block: the direct call
+        # says expect_code=False (recursa.strategy), which the local backend honours.
+        strategy=strategy,
     )
     started = time.monotonic()
     result = await rlm.arun(
         task.question,
         task.context,
-        trace=trace_path(env, task, _rlm_name(depth, sub)),
+        trace=trace_path(env, task, name),
         processors=[ScoreProcessor(score)],
     )
+    notes: dict[str, Any] = {}
+    if strategy == "auto":
+        notes.update(strategy=result.strategy, strategy_reason=result.strategy_reason)
+    if result.partial and result.detail:
+        notes["detail"] = result.detail
     return Outcome(
         answer=result.answer,
         stop_reason=result.stop_reason.value,
@@ -205,7 +248,7 @@ async def _rlm(task: Task, env: MethodEnv, score: ScoreFn, *, depth: int, sub: b
         cache_hits=result.cache_hits,
         saved_usd=result.saved_usd,
         trace_path=result.trace_path,
-        notes={"detail": result.detail} if result.partial and result.detail else {},
+        notes=notes,
     )
 
 
@@ -221,6 +264,11 @@ def _rlm_method(depth: int, sub: bool) -> _MethodFn:
         return await _rlm(task, env, score, depth=depth, sub=sub)
 
     return method
+
+
+async def _auto(task: Task, env: MethodEnv, score: ScoreFn) -> Outcome:
+    """The RLM with ``strategy="auto"`` (sub-calls on, children one level deep, as ``rlm``)."""
+    return await _rlm(task, env, score, depth=1, sub=True, strategy="auto")
 
 
 def _baseline(name: str) -> _MethodFn:
@@ -240,6 +288,7 @@ METHODS: dict[str, _MethodFn] = {
     "rlm-nosub": _rlm_method(1, False),
     "rlm": _rlm_method(1, True),
     "rlm-depth2": _rlm_method(2, True),
+    "auto": _auto,
 }
 
 

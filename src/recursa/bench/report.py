@@ -19,7 +19,7 @@ from recursa.errors import ConfigError, MissingDependencyError
 
 __all__ = ["Cell", "cells", "markdown", "plot", "write_report"]
 
-METHOD_ORDER = ("direct", "rag", "summarize", "rlm-nosub", "rlm", "rlm-depth2")
+METHOD_ORDER = ("direct", "rag", "summarize", "rlm-nosub", "rlm", "rlm-depth2", "auto")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 

@@ -28,11 +28,13 @@ from recursa.cli.options import (
     MaxTokens,
     Prices,
     Sandbox,
+    StrategyOption,
     SubModel,
     context_bytes,
     max_sandboxes_option,
     model_option,
     price_table,
+    strategy_choice,
     timeout_option,
 )
 from recursa.cli.output import emit, json_errors, safe
@@ -137,6 +139,7 @@ def ask(
         ),
     ] = False,
     sandbox: Sandbox = "process",
+    strategy: StrategyOption = "rlm",
     prices: Prices = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole result as JSON instead of the answer.")
@@ -197,6 +200,7 @@ def ask(
         else:
             if not question or not question.strip():
                 raise ConfigError("the question is empty: say what you want to know")
+            strategy = strategy_choice(strategy)
             from recursa.context import load_context
             from recursa.rlm import new_run_id
 
@@ -233,6 +237,7 @@ def ask(
                 sub_calls=not no_sub_calls,
                 journal=not no_journal,
                 cache=cache,
+                strategy=strategy,
             )
             run_id = new_run_id()
             if not quiet:
@@ -288,6 +293,7 @@ def _new_rlm(
     sub_calls: bool,
     journal: bool,
     cache: bool,
+    strategy: str = "rlm",
 ) -> RLM:
     """The RLM for a new run, from ask's options."""
     from recursa.rlm import RLM
@@ -306,6 +312,7 @@ def _new_rlm(
         sub_calls=sub_calls,
         journal=journal,
         cache=cache,
+        strategy=strategy,
     )
 
 
@@ -366,6 +373,8 @@ def _summary(err: Console, result: Result) -> None:
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
     if result.cost_usd is not None and not result.cost_complete:
         cost += " (some calls unpriced)"
+    if result.strategy != "rlm" or result.strategy_reason.startswith("auto"):
+        err.print(f"[dim]strategy: {safe(result.strategy_reason or result.strategy)}[/]")
     err.print(
         f"[dim]{result.stop_reason.value} after {result.iterations} iteration(s), "
         f"{result.usage.calls} LM call(s), {result.usage.total_tokens:,} tokens, {cost}, "

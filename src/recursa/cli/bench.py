@@ -55,7 +55,7 @@ def run_cmd(
     ] = "8k,32k",
     methods: Annotated[
         str,
-        typer.Option("--methods", help="direct, rag, summarize, rlm-nosub, rlm, rlm-depth2."),
+        typer.Option("--methods", help="direct, rag, summarize, rlm-nosub, rlm, rlm-depth2, auto."),
     ] = "direct,rag,rlm",
     model: Annotated[
         str | None,

@@ -43,12 +43,14 @@ __all__ = [
     "Prices",
     "ProviderURLs",
     "Sandbox",
+    "StrategyOption",
     "SubModel",
     "context_bytes",
     "flag_message",
     "max_sandboxes_option",
     "model_option",
     "price_table",
+    "strategy_choice",
     "timeout_option",
 ]
 
@@ -108,6 +110,30 @@ Prices = Annotated[
         help="JSON/TOML file extending the price table ($RECURSA_PRICES).",
     ),
 ]
+
+
+StrategyOption = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        envvar="RECURSA_STRATEGY",
+        show_envvar=False,  # the help names it
+        help="How to answer: rlm (the REPL loop), direct (one call with the whole context in "
+        "the prompt, cut in the middle if the model's window is too small) or auto (direct "
+        "when the context fits the root model's window with room to spare, else rlm; a model "
+        "that declares no window gets rlm). $RECURSA_STRATEGY sets a default.",
+    ),
+]
+
+
+def strategy_choice(value: str) -> str:
+    """``--strategy`` checked (one of auto, rlm, direct): a ConfigError naming the flag."""
+    from recursa.strategy import STRATEGIES
+
+    name = value.strip().lower()
+    if name not in STRATEGIES:
+        raise ConfigError(f"--strategy {value!r}: choose one of {', '.join(STRATEGIES)}")
+    return name
 
 
 def price_table(prices: Path | None) -> PriceTable:

@@ -19,9 +19,11 @@ from recursa.cli.options import (
     MaxTokens,
     ProviderURLs,
     Sandbox,
+    StrategyOption,
     SubModel,
     max_sandboxes_option,
     model_option,
+    strategy_choice,
     timeout_option,
 )
 from recursa.errors import ConfigError, MissingDependencyError
@@ -60,12 +62,14 @@ def server_config(
     max_runs: int,
     no_store: bool,
     keep_runs: int,
+    strategy: str = "rlm",
     **extra: Any,
 ) -> ServerConfig:
     """A checked :class:`~recursa.server.config.ServerConfig` from the options ``serve`` and
     ``mcp`` share; ``extra`` holds further ServerConfig fields (``serve``'s own options)."""
     from recursa.server.config import ServerConfig
 
+    strategy = strategy_choice(strategy)
     run_limits = limits.limits()  # a bad limit is reported before a bad --base-url
     config = ServerConfig(
         model=model,
@@ -75,7 +79,7 @@ def server_config(
         max_concurrent_runs=max_runs,
         store_runs=not no_store,
         keep_runs=keep_runs,
-        rlm_options={"sandbox": sandbox},
+        rlm_options={"sandbox": sandbox, "strategy": strategy},
         **extra,
     )
     _check_models(config)
@@ -211,6 +215,7 @@ def serve(
     ] = 32.0,
     base_url: ProviderURLs = [],  # noqa: B006 - typer needs a literal default
     sandbox: Sandbox = "process",
+    strategy: StrategyOption = "rlm",
     max_iterations: MaxIterations = 30,
     max_depth: MaxDepth = 1,
     max_cost: MaxCost = None,
@@ -270,6 +275,7 @@ def serve(
         max_runs=max_runs,
         no_store=no_store,
         keep_runs=keep_runs,
+        strategy=strategy,
         aliases=_aliases(alias),
         open_models=not fixed_models,
         allowed_models=tuple(allow_model),

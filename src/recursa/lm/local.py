@@ -85,7 +85,8 @@ class LocalLM(BaseLM):
         scratch_n_ctx: the window for single prompts (sub-calls).
         chunk_chars: what the root is told one sub-call should read.
         code_turns: make each conversation turn (the root's) one code block: the reply is
-            started with ```` ```repl ```` and ends right after the block closes.
+            started with ```` ```repl ```` and ends right after the block closes; a call whose
+            settings say ``expect_code=False`` (a direct answer) gets a plain reply anyway.
         prefix_cache: keep system-prompt KV states in ``<cache>/kv`` so a new process does not
             evaluate a system prompt again (saves ~7 s per run on two cores).
         extra_bufts: llama.cpp's extra buffer types (AMX and repacked weights): ``None`` (the
@@ -124,8 +125,13 @@ class LocalLM(BaseLM):
         self.spec = spec
         # Greedy unless told otherwise (temperature 0 when none is given; see complete()), so a
         # repeated request has one answer and the call cache may serve it.
+        # The window is the conversation context's: a root turn and a direct answer run there.
         self.capabilities = Capabilities(
-            chunk_chars=chunk_chars, output_chars=DEFAULT_OUTPUT_CHARS, greedy_by_default=True
+            chunk_chars=chunk_chars,
+            output_chars=DEFAULT_OUTPUT_CHARS,
+            greedy_by_default=True,
+            context_window=n_ctx,
+            choices=True,
         )
         self.code_turns = code_turns
         self._threads = threads
@@ -182,6 +188,8 @@ class LocalLM(BaseLM):
 
         def call() -> CallResult:
             self._ensure_file()
+            if settings.choices is not None:  # scored, not generated: one of the choices
+                return self._loaded().choose(slot, payload, list(settings.choices), abort)
             return self._loaded().run(
                 slot,
                 payload,
@@ -189,7 +197,8 @@ class LocalLM(BaseLM):
                 temperature=0.0 if settings.temperature is None else settings.temperature,
                 stop=list(settings.stop or ()),
                 seed=settings.seed,
-                code_turn=conversation and self.code_turns,
+                # A reply that must not be code (a direct answer) is never started as one.
+                code_turn=conversation and self.code_turns and settings.expect_code is not False,
                 abort=abort,
             )
 
