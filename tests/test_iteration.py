@@ -99,3 +99,11 @@ def test_render_frames_output_truncates_and_nudges() -> None:
     assert render(STANDARD, [], judge(STANDARD, History(), parse("hi"), [])[0], 100) == (
         STANDARD.no_code
     )
+
+
+def test_a_profiles_nudge_may_restate_the_question() -> None:
+
+    verdict = judge(STRICT, History(), parse("```repl\nprint(1)\n```"), [cell("1")])[0]
+    text = render(STRICT, [cell("1")], verdict, 1000, "How many   plums\nare there?")
+    assert "The question is: How many plums are there?" in text
+    assert "${question}" not in render(STANDARD, [cell("1")], verdict, 1000, "q")

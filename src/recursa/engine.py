@@ -124,12 +124,14 @@ class Engine:
         self.iterations = 0
         self.history = History()  # replaced by each iteration; read for partial answers
         self.run_span: Span | None = None
+        self.question = ""  # this RLM's question (feedback may restate it)
         self._prepaid: Reservation | None = None  # the first turn's call, reserved at start
         self.calls = SubCalls(tree, depth=depth, meter=self.meter, spawn=self._spawn_child)
 
     # ---- the run -------------------------------------------------------------------------------
     async def run(self, question: str, context: Context) -> Result:
         tree, limits = self.tree, self.tree.config.limits
+        self.question = question
         self.run_span = tree.tracer.start(
             "run",
             "rlm" if self.depth == 0 else f"child rlm (depth {self.depth})",
@@ -358,7 +360,7 @@ class Engine:
             feedback = (
                 ""
                 if verdict.final is not None
-                else render(self.profile, cells, verdict, self.output_chars)
+                else render(self.profile, cells, verdict, self.output_chars, self.question)
             )
         except BaseException as exc:
             tracer.end(span, error=f"{type(exc).__name__}: {exc}")

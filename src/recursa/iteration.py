@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from recursa.parsing import FinalText, find_code_blocks, find_final
-from recursa.prompts import PromptProfile, render_text
+from recursa.prompts import PromptProfile, fill, render_text
 from recursa.types import CellResult
 
 __all__ = [
@@ -257,14 +257,21 @@ def truncate(text: str, limit: int) -> str:
 
 
 def render(
-    profile: PromptProfile, cells: Sequence[Cell], verdict: Verdict, output_chars: int
+    profile: PromptProfile,
+    cells: Sequence[Cell],
+    verdict: Verdict,
+    output_chars: int,
+    question: str = "",
 ) -> str:
-    """The next user message after an iteration that gave no accepted answer (pure)."""
+    """The next user message after an iteration that gave no accepted answer (pure). A
+    profile's nudge may restate the ``${question}`` (small models lose sight of it)."""
     if verdict.message is not None:
         return verdict.message
     outputs = [cell.shown for cell in cells]
     if verdict.note:
         outputs.append(verdict.note)
     nudge = profile.repeated_code if verdict.repeated else profile.after_output
+    if "${question}" in nudge:
+        nudge = fill(nudge, question=" ".join(question.split()))
     shown = truncate("\n\n".join(outputs), output_chars)
     return f"{shown}\n\n{nudge}"
