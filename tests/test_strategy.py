@@ -109,7 +109,7 @@ def test_the_auto_rule_at_its_boundary():
 
 
 def test_the_threshold_is_one_constant(monkeypatch):
-    assert AUTO_DIRECT_FRACTION == 0.5
+    assert AUTO_DIRECT_FRACTION == 0.75
     args = ("auto", 60_000, 30, 100_000, 1024)  # ~21,000 tokens of 100,000
     assert choose_strategy(*args)[0] == "direct"
     monkeypatch.setattr(strategy_mod, "AUTO_DIRECT_FRACTION", 0.2)
