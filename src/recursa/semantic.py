@@ -262,8 +262,8 @@ class OperationResult:
         gave = "False" if fn == "llm_filter" else "None"
         why = f" (last error: {self.errors[-1]})" if self.errors else ""
         return (
-            f"[{fn}: {self.failed} of {len(self.values)} items got no usable answer after "
-            f"{RETRY_ROUNDS} retries; they are {gave} in the result{why}]"
+            f"[{fn}: {self.failed} of {len(self.values)} items got no usable answer, even when "
+            f"asked again; they are {gave} in the result{why}]"
         )
 
 
