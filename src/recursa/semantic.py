@@ -305,24 +305,8 @@ async def run_operation(
         single = round_ == RETRY_ROUNDS and round_ > 0
         size = 1 if single else max(1, limit >> round_)
         groups = [[pending[i] for i in g] for g in pack(pending, room, size)]
-        replies = await asyncio.gather(
-            *(_ask_group(op, group, ask, single) for group in groups), return_exceptions=True
-        )
-        result.calls += len(groups)
-        still: list[str] = []
-        for group, reply in zip(groups, replies, strict=True):
-            if isinstance(reply, BaseException):
-                if isinstance(reply, fatal) or not isinstance(reply, Exception):
-                    raise reply
-                result.errors = [*result.errors[-2:], f"{type(reply).__name__}: {reply}"]
-                still.extend(group)
-                continue
-            for text, value in zip(group, reply, strict=True):
-                if value is None:
-                    still.append(text)
-                else:
-                    values[text] = value
-        pending = still
+        jobs = [_ask_group(op, group, ask, single) for group in groups]
+        pending = await _settle(groups, jobs, values, result, fatal)
     result.retried = len(asked_again)
     result.failed = sum(1 for t in texts if t not in values)
     result.values = [values.get(t, op.failed()) for t in texts]
@@ -344,24 +328,42 @@ async def _choose_each(
             return
         if round_:
             result.retried = len(pending)
-        replies = await asyncio.gather(
-            *(choose(render_single(op, t), choices) for t in pending), return_exceptions=True
-        )
-        result.calls += len(pending)
-        still: list[str] = []
-        for text, reply in zip(pending, replies, strict=True):
-            if isinstance(reply, BaseException):
-                if isinstance(reply, fatal) or not isinstance(reply, Exception):
-                    raise reply
-                result.errors = [*result.errors[-2:], f"{type(reply).__name__}: {reply}"]
-                still.append(text)
-                continue
-            value = op.read(reply)
+        groups = [[t] for t in pending]
+        jobs = [_choose_one(op, t, choose, choices) for t in pending]
+        pending = await _settle(groups, jobs, values, result, fatal)
+
+
+async def _settle(
+    groups: list[list[str]],
+    jobs: Sequence[Awaitable[list[Any]]],
+    values: dict[str, Any],
+    result: OperationResult,
+    fatal: tuple[type[BaseException], ...],
+) -> list[str]:
+    """Run one round's calls concurrently (each answers one group of items); record the usable
+    values and return the items to ask again. ``fatal`` exceptions propagate."""
+    replies = await asyncio.gather(*jobs, return_exceptions=True)
+    result.calls += len(groups)
+    still: list[str] = []
+    for group, reply in zip(groups, replies, strict=True):
+        if isinstance(reply, BaseException):
+            if isinstance(reply, fatal) or not isinstance(reply, Exception):
+                raise reply
+            result.errors = [*result.errors[-2:], f"{type(reply).__name__}: {reply}"]
+            still.extend(group)
+            continue
+        for text, value in zip(group, reply, strict=True):
             if value is None:
                 still.append(text)
             else:
                 values[text] = value
-        pending = still
+    return still
+
+
+async def _choose_one(
+    op: Operation, text: str, choose: Choose, choices: tuple[str, ...]
+) -> list[Any]:
+    return [op.read(await choose(render_single(op, text), choices))]
 
 
 async def _ask_group(op: Operation, group: list[str], ask: Ask, single: bool) -> list[Any]:
