@@ -125,11 +125,21 @@ def test_missing_key_hint_offers_local_only_when_installed(installed, doc, monke
 @pytest.mark.parametrize(
     ("model", "hint"),
     [
-        ("gemini:gemini-2.5-flash", "litellm:gemini/gemini-2.5-flash"),
-        ("azure:gpt-4o", "litellm:azure/"),
+        ("bedrock:claude", "litellm:bedrock/claude"),
+        ("vertex_ai:gemini-pro", "litellm:vertex_ai/gemini-pro"),
+        # Served natively (OpenAI-compatible endpoints): their own variables are named.
+        ("gemini:gemini-2.5-flash", "GEMINI_API_KEY"),
+        ("azure:gpt-4o", "AZURE_OPENAI_ENDPOINT"),
     ],
 )
-def test_litellm_providers_are_pointed_at_litellm(model, hint, doc, capsys):
+def test_litellm_providers_are_pointed_at_litellm(model, hint, doc, capsys, monkeypatch):
+    for var in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+    ):
+        monkeypatch.delenv(var, raising=False)
     assert main(["ask", "-c", str(doc), "-m", model, "q"]) == 2
     err = capsys.readouterr().err
     assert hint in err

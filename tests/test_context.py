@@ -41,9 +41,10 @@ def test_only_the_first_100_parts_are_listed():
     assert ", 100: " not in text
 
 
-def test_non_string_items_are_rejected():
-    with pytest.raises(ContextError, match="item 1 is int"):
-        load_context(["ok", 3])
+def test_json_items_are_data_and_other_items_are_rejected():
+    assert load_context(["ok", 3]).value == ["ok", 3]  # JSON data (tests/test_context_json.py)
+    with pytest.raises(ContextError, match=r"context\[1\] is a set"):
+        load_context(["ok", {3}])
 
 
 def test_file_and_missing_file(tmp_path: Path):

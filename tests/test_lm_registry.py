@@ -218,8 +218,8 @@ def test_register_provider_and_refuse_duplicates():
 @pytest.mark.parametrize(
     ("spec", "hint"),
     [
-        ("gemini:gemini-2.5-flash", "litellm:gemini/gemini-2.5-flash"),
-        ("azure:my-gpt", "litellm:azure/my-gpt"),
+        ("vertex:gemini-2.5-flash", "litellm:vertex_ai/gemini-2.5-flash"),
+        ("bedrock:my-model", "litellm:bedrock/my-model"),
     ],
 )
 def test_providers_litellm_serves_get_a_litellm_hint(spec, hint):

@@ -135,7 +135,7 @@ def test_incomplete_records_are_detected():
     for attrs, reason in (
         ({"new_messages": msgs, "n_messages": 3}, "root messages are missing from the trace"),
         ({"new_messages": msgs, "response_chars": 99}, "a root response was clipped in the trace"),
-        ({"new_messages": [{"role": "tool", "content": "x"}]}, "malformed new_messages"),
+        ({"new_messages": [{"role": "tool", "content": "x"}]}, "malformed root messages"),
     ):
         skipped: Counter[str] = Counter()
         assert examples_from_spans(_one_turn(**attrs), skipped=skipped) == []

@@ -271,6 +271,15 @@ def test_auto_runs_the_rlm_for_a_model_without_a_window():
     assert r.strategy == "rlm" and "declares no context window" in r.strategy_reason
 
 
+def test_auto_uses_the_root_window_the_user_gives():
+    lm = RecordingLM(["2031-04-05"], name="root")
+    r = RLM(lm, strategy="auto", root_window=32_768).run(QUESTION, DOC)
+    assert r.strategy == "direct" and r.answer == "2031-04-05"
+    lm = RecordingLM([repl("FINAL('x')")], name="root", window=100_000)
+    r = RLM(lm, strategy="auto", root_window=1024).run(QUESTION, DOC * 5)
+    assert r.strategy == "rlm"
+
+
 def test_the_default_is_the_rlm():
     lm = RecordingLM([repl("FINAL('x')")], name="root", window=100_000)
     r = RLM(lm).run(QUESTION, "short")

@@ -39,7 +39,10 @@ from recursa.lm import (
 )
 from recursa.pricing import ModelPrice, PriceTable
 from recursa.rlm import RLM
+from recursa.sampling import Sampling
 from recursa.sandbox import ProcessSandbox, SandboxConfig
+from recursa.session import AsyncSession, Session, resume_session
+from recursa.tools import Tool, ToolSet, load_tools
 from recursa.trace.spans import Span, TraceProcessor, Tracer
 from recursa.types import CellResult, Completion, LMSettings, Message, Result, StopReason, Usage
 
@@ -48,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LM",
     "RLM",
+    "AsyncSession",
     "BaseLM",
     "CallCache",
     "Capabilities",
@@ -71,13 +75,17 @@ __all__ = [
     "RecursaError",
     "Result",
     "RunConfig",
+    "Sampling",
     "SandboxConfig",
     "SandboxError",
     "ScriptMismatch",
     "ScriptedLM",
+    "Session",
     "Span",
     "Step",
     "StopReason",
+    "Tool",
+    "ToolSet",
     "TraceError",
     "TraceProcessor",
     "Tracer",
@@ -85,6 +93,8 @@ __all__ = [
     "Usage",
     "__version__",
     "load_context",
+    "load_tools",
     "register_provider",
     "resolve_model",
+    "resume_session",
 ]

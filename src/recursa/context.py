@@ -1,8 +1,17 @@
 """Turn what the user gives (text, bytes, lists, dicts, files, folders, stdin) into a context.
 
-The context is what the REPL's ``context`` variable holds: a ``str``, a ``list`` of ``str``, or a
-``dict`` mapping names (relative paths for folders) to ``str``. Several sources make a list, and
-the REPL also gets ``context_0 .. context_N``.
+The context is what the REPL's ``context`` variable holds: a ``str``, a ``list`` of ``str``, a
+``dict`` mapping names (relative paths for folders) to ``str``, or JSON data: lists and dicts
+nested to any depth, of ``str``, ``int``, ``float``, ``bool`` and ``None`` (chat messages, a
+dict of lists of records). Data reaches the REPL as real lists and dicts; anything JSON cannot
+carry (a set, bytes deep inside, an object) is a :class:`ContextError` saying what to pass
+instead (see :mod:`recursa.context_json`). Several sources make a list, and the REPL also gets
+``context_0 .. context_N``.
+
+``.json`` and ``.jsonl`` files are text unless asked: ``load_context(path, format="json")``
+parses every file given on its own (``.jsonl``/``.ndjson`` as JSON Lines: a list of one value a
+line) and bytes (standard input: a document, or JSON Lines); ``format="auto"`` parses files by
+their ending and leaves the rest text. Files inside a folder are always text.
 
 Folders are read as ``{relative path: text}``, skipping ``.git`` (and other VCS folders), files
 matched by any ``.gitignore`` on the way down, and binary files. Everything skipped or repaired
@@ -28,6 +37,15 @@ from typing import Any, BinaryIO, Union
 
 import pathspec
 
+from recursa.context_json import (
+    check_format,
+    is_documents,
+    parse_json,
+    preview,
+    shape,
+    to_json_value,
+    wants_json,
+)
 from recursa.errors import ContextError
 from recursa.limits import approx_tokens
 
@@ -39,7 +57,7 @@ __all__ = [
     "load_context",
 ]
 
-# Items are checked at run time (str or bytes, else ContextError), so the containers take Any.
+# Items are checked at run time (JSON data, else ContextError), so the containers take Any.
 ContextSource = Union[str, bytes, list[Any], tuple[Any, ...], Mapping[Any, Any], Path, "Context"]
 
 _VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr"})
@@ -93,13 +111,28 @@ class Context:
         return type(self.value).__name__
 
     def preview(self, n: int = PREVIEW_CHARS) -> str:
-        return _preview(self.value, n)
+        """The start of the context: text as it is, data as a Python literal (``repr``)."""
+        return preview(self.value, n, parts=self.multi)
+
+    def structure(self) -> list[str]:
+        """One line per part that is not plain text: its shape (see
+        :func:`recursa.context_json.shape`), so the model knows how to index it."""
+        if isinstance(self.value, str):
+            return []
+        if self.multi and isinstance(self.value, list):
+            return [
+                f"Structure of context_{i}: {shape(part)}"
+                for i, part in enumerate(self.value[:LISTED_PARTS])
+                if not isinstance(part, str)
+            ]
+        return [f"Structure: {shape(self.value)}"]
 
     def describe(self) -> str:
         """The metadata block the root prompt shows instead of the context itself."""
         lines = [
             f"Type: {self.python_type} ({self.kind})",
             f"Total size: {self.total_chars:,} characters (about {self.approx_tokens:,} tokens)",
+            *self.structure(),
         ]
         if isinstance(self.value, (list, dict)):
             shown = self._parts[:LISTED_PARTS]
@@ -115,38 +148,21 @@ class Context:
                 f"Several inputs were given: context is a list and context_0 .. "
                 f"context_{len(self._parts) - 1} name each one."
             )
-        lines.append(f"Preview (first {PREVIEW_CHARS} characters):\n{self.preview()}")
+        of = "" if self.multi or is_documents(self.value) else " of repr(context)"
+        lines.append(f"Preview (first {PREVIEW_CHARS} characters{of}):\n{self.preview()}")
         return "\n".join(lines)
 
 
-def _preview(value: Any, n: int) -> str:
-    if isinstance(value, str):
-        return value[:n]
-    if isinstance(value, dict):
-        out = []
-        for k, v in value.items():
-            out.append(f"--- {k} ---\n{_preview(v, n)}")
-            if sum(map(len, out)) >= n:
-                break
-        return "\n".join(out)[:n]
-    if isinstance(value, (list, tuple)):
-        out = []
-        for i, v in enumerate(value):
-            out.append(f"[{i}] {_preview(v, n)}")
-            if sum(map(len, out)) >= n:
-                break
-        return "\n".join(out)[:n]
-    return str(value)[:n]
-
-
 def _size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
+    """Characters of text in ``value``: its strings, and other scalars as ``str()`` writes them."""
     if isinstance(value, dict):
-        return sum(_size(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_size(v) for v in value)
-    return len(str(value))
+        values: Iterable[Any] = value.values()
+    elif isinstance(value, (list, tuple)):
+        values = value
+    else:
+        return len(value) if isinstance(value, str) else len(str(value))
+    # Strings inline: a data context may hold millions of them.
+    return sum(len(v) if type(v) is str else _size(v) for v in values)
 
 
 def _parts_of(value: Any) -> tuple[tuple[str, int], ...]:
@@ -436,7 +452,33 @@ def _read_folder(root: Path, warnings: list[str], budget: _Budget) -> dict[str, 
 # ---- entry point ------------------------------------------------------------------------------
 
 
-def _load_one(source: Any, warnings: list[str], budget: _Budget) -> tuple[Any, str, str]:
+_BYTES_LABEL = "the bytes context (standard input for --context -)"
+
+
+def _top_items(source: Mapping[Any, Any] | list[Any] | tuple[Any, ...], warnings: list[str]) -> Any:
+    """``source`` with its bytes items decoded: each item of a list or dict may be a document of
+    its own (a file's bytes), as a source may; bytes deeper inside are refused as data."""
+
+    def text(v: Any, label: str) -> Any:
+        return _decode(bytes(v), label, warnings) if isinstance(v, (bytes, bytearray)) else v
+
+    if isinstance(source, Mapping):
+        return {k: text(v, str(k)) for k, v in source.items()}
+    return [text(v, f"item {i}") for i, v in enumerate(source)]
+
+
+def _file(path: Path, fmt: str, warnings: list[str], budget: _Budget) -> tuple[Any, str, str]:
+    label = _name(str(path))
+    text = _read_file(path, label, warnings, budget)
+    parse, lines = wants_json(path.suffix, fmt)
+    if not parse:
+        return text, "file", label
+    return parse_json(text, label, lines=lines), "jsonl" if lines else "json", label
+
+
+def _load_one(
+    source: Any, warnings: list[str], budget: _Budget, fmt: str, where: str
+) -> tuple[Any, str, str]:
     """(value, kind, label) for one source."""
     if isinstance(source, Context):
         warnings.extend(source.warnings)
@@ -447,51 +489,63 @@ def _load_one(source: Any, warnings: list[str], budget: _Budget) -> tuple[Any, s
             return _read_folder(path, warnings, budget), "folder", _name(str(path))
         if not path.exists():
             raise ContextError(f"no such file or folder: {_name(str(path))}")
-        label = _name(str(path))
-        return _read_file(path, label, warnings, budget), "file", label
+        return _file(path, fmt, warnings, budget)
     if isinstance(source, str):
         return source, "text", "text"
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode(bytes(source), "bytes", warnings), "bytes", "bytes"
-    if isinstance(source, Mapping):
-        out: dict[str, str] = {}
-        for k, v in source.items():
-            if isinstance(v, (bytes, bytearray)):
-                v = _decode(bytes(v), str(k), warnings)
-            if not isinstance(v, str):
-                raise ContextError(f"dict context: value for {k!r} is {type(v).__name__}, not str")
-            out[str(k)] = v
-        return out, "dict", "dict"
-    if isinstance(source, (list, tuple)):
-        items = []
-        for i, v in enumerate(source):
-            if isinstance(v, (bytes, bytearray)):
-                v = _decode(bytes(v), f"item {i}", warnings)
-            if not isinstance(v, str):
-                raise ContextError(f"list context: item {i} is {type(v).__name__}, not str")
-            items.append(v)
-        return items, "list", "list"
+        text = _decode(bytes(source), "bytes", warnings)
+        if fmt == "json":
+            return parse_json(text, _BYTES_LABEL, lines=None), "json", "bytes"
+        return text, "bytes", "bytes"
+    if isinstance(source, (Mapping, list, tuple)):
+        kind = "dict" if isinstance(source, Mapping) else "list"
+        return to_json_value(_top_items(source, warnings), where), kind, kind
+    if isinstance(source, (set, frozenset)):
+        raise ContextError(f"{where} is a {type(source).__name__}: pass a list, e.g. sorted(...)")
     raise ContextError(
-        f"unsupported context type {type(source).__name__}: give str, bytes, a list or dict of "
-        "str, or a pathlib.Path to a file or folder"
+        f"unsupported context type {type(source).__name__}: give str, bytes, a pathlib.Path "
+        "to a file or folder, or JSON data (lists and dicts of str, int, float, bool, None)"
     )
+
+
+def _check_value(value: Any, label: str) -> None:
+    """A context is text, a list or a dict: a JSON file holding one number says nothing."""
+    if not isinstance(value, (str, list, dict)):
+        raise ContextError(
+            f"{label} holds a single {type(value).__name__} ({value!r:.40}), not text, a list "
+            "or an object; read it as text with --context-format text (format='text')"
+        )
 
 
 def load_context(
     *sources: ContextSource | Iterable[Any],
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+    format: str = "text",
 ) -> Context:
-    """Load one or more sources. A ``str`` is text, never a path: pass ``Path`` for files.
+    """Load one or more sources. A ``str`` is text, never a path (nor parsed): pass ``Path``
+    for files. Lists and dicts may hold JSON data at any depth.
 
     ``max_file_bytes`` bounds each file read, ``max_context_bytes`` all files together (text
     passed in directly does not count): nothing past them is ever read.
+
+    ``format`` says how files given on their own are read: ``"text"`` (the default),
+    ``"json"`` (parsed: ``.jsonl``/``.ndjson`` as JSON Lines, a list of one value a line, any
+    other file as one document; bytes too) or ``"auto"`` (``.json``, ``.jsonl`` and ``.ndjson``
+    files parsed, everything else text). Invalid JSON is a :class:`ContextError` naming the
+    file, line and column.
     """
     if not sources:
         raise ContextError("no context given: pass text, a file or a folder (--context PATH)")
+    fmt = check_format(format)
     warnings: list[str] = []
     budget = _Budget(max_file_bytes, max_context_bytes)
-    loaded = [_load_one(s, warnings, budget) for s in sources]
+    loaded = [
+        _load_one(s, warnings, budget, fmt, "context" if len(sources) == 1 else f"context_{i}")
+        for i, s in enumerate(sources)
+    ]
+    for value, _, label in loaded:
+        _check_value(value, label)
     warnings = [_name(w) for w in warnings]
     if len(loaded) == 1:
         value, kind, label = loaded[0]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from recursa.compaction import Compactor, compactor_for
 from recursa.config import RunConfig
 from recursa.context import Context
 from recursa.errors import LimitExceeded, RecursaError
@@ -49,10 +50,13 @@ from recursa.lm.base import LM
 from recursa.prompts import PromptProfile, profile_for
 from recursa.sandbox.base import CallHandler, Sandbox, SandboxConfig
 from recursa.subcalls import SubCalls
+from recursa.toolcalls import ToolRunner
+from recursa.tools import ToolSet
 from recursa.trace.spans import Span, Tracer
-from recursa.types import CellResult, Message, Result, StopReason
+from recursa.types import CellResult, Message, Result, StopReason, Usage
 
 if TYPE_CHECKING:
+    from recursa.journal import Replay
     from recursa.lm.wrappers import JournalSink
 
 __all__ = ["Engine", "SandboxFactory", "Tree"]
@@ -81,10 +85,19 @@ class Tree:
     profile: PromptProfile | None = None  # None: chosen per model by profile_for()
     journal: JournalSink | None = None
     warnings: list[str] = field(default_factory=list)
+    # The caller's tools: the root's, and its children's (None: the root's). A resumed run's
+    # replay answers tool calls the journal holds.
+    tools: ToolSet = field(default_factory=ToolSet)
+    sub_tools: ToolSet | None = None
+    replay: Replay | None = None
 
     @property
     def ledger(self) -> Ledger:
         return self.budget.ledger
+
+    def tools_at(self, depth: int) -> ToolSet:
+        """The tools an engine at ``depth`` offers (``sub_tools`` below the root)."""
+        return self.tools if depth == 0 or self.sub_tools is None else self.sub_tools
 
 
 class Engine:
@@ -120,17 +133,33 @@ class Engine:
             or lm.capabilities.output_chars
             or DEFAULT_OUTPUT_CHARS
         )
-        self.settings = tree.config.root_settings  # built once: every turn sends the same
+        # Built once: every turn sends the same. A child RLM runs on the sub model, so its turns
+        # take the sub role's sampling (RunConfig.sub_sampling), not the root's.
+        config = tree.config
+        self.settings = config.root_settings if depth == 0 else config.sub_settings
         self.iterations = 0
         self.history = History()  # replaced by each iteration; read for partial answers
         self.run_span: Span | None = None
         self.question = ""  # this RLM's question (feedback may restate it)
+        # In a session: what the REPL already holds (earlier answers, more contexts), told to
+        # the model after the context's metadata. See recursa.session.
+        self.session_note = ""
         self._prepaid: Reservation | None = None  # the first turn's call, reserved at start
-        self.calls = SubCalls(tree, depth=depth, meter=self.meter, spawn=self._spawn_child)
+        self.last_root_usage: Usage | None = None  # what the last root call reported
+        tools = ToolRunner(tree, tree.tools_at(depth), path=path, depth=depth)
+        self.calls = SubCalls(
+            tree, depth=depth, meter=self.meter, spawn=self._spawn_child, tools=tools
+        )
 
     # ---- the run -------------------------------------------------------------------------------
-    async def run(self, question: str, context: Context) -> Result:
+    async def run(
+        self, question: str, context: Context, *, sandbox: Sandbox | None = None
+    ) -> Result:
+        """Answer ``question``. With ``sandbox`` (a session's: started, its contexts loaded and
+        its calls relayed to this engine's :attr:`calls`), the run uses it and leaves it
+        running; without, the run starts its own sandbox and shuts it down at the end."""
         tree, limits = self.tree, self.tree.config.limits
+        own = sandbox is None
         self.question = question
         self.run_span = tree.tracer.start(
             "run",
@@ -147,7 +176,8 @@ class Engine:
             },
             warnings=list(context.warnings),
         )
-        sandbox = tree.sandbox_factory(tree.sandbox_config, self.calls)
+        if sandbox is None:
+            sandbox = tree.sandbox_factory(self.calls.sandbox_config, self.calls)
         answer, stop, detail = "", StopReason.ERROR, ""
         failure: RecursaError | None = None
         has_slot = False
@@ -159,8 +189,9 @@ class Engine:
             await self._take_slot()
             has_slot = True
             self._prepaid = await tree.gate.reserve(self.lm, messages, self.settings)
-            await sandbox.start()
-            await sandbox.load_context(context.value, alias_parts=context.multi)
+            if own:
+                await sandbox.start()
+                await sandbox.load_context(context.value, alias_parts=context.multi)
             answer, stop, detail = await self._loop(messages, sandbox)
         except BudgetExhausted as exc:
             answer, stop, detail = await self._wrap_up(
@@ -179,7 +210,8 @@ class Engine:
                 self._prepaid = None
             if has_slot:
                 try:
-                    await asyncio.shield(sandbox.shutdown())
+                    if own:
+                        await asyncio.shield(sandbox.shutdown())
                 finally:
                     tree.slots.release()
             tree.tracer.end(
@@ -251,18 +283,37 @@ class Engine:
                     context_hint=f"a {context.python_type} of {context.total_chars:,} characters",
                     sub_calls=cfg.sub_calls,
                     sub_chars=sub_chars or cfg.sub_prompt_chars,
+                    template=cfg.system_prompt,  # the user's own (every depth), else the profile's
+                    tools=self.calls.tools.prompt(),
                 )
             ),
-            Message.user(self.profile.first_turn(question=question, metadata=context.describe())),
+            Message.user(
+                self._prologue()
+                + self.profile.first_turn(
+                    question=question, metadata=context.describe() + self.session_note
+                )
+            ),
         ]
+
+    def _prologue(self) -> str:
+        """The user's prologue and a blank line, for the top-level RLM only (a child's question
+        is the parent's sub-problem). It shares the first user turn rather than taking a turn of
+        its own: some providers refuse two user messages in a row."""
+        prologue = self.tree.config.prologue
+        return f"{prologue.strip()}\n\n" if prologue and self.depth == 0 else ""
 
     async def _loop(self, messages: list[Message], sandbox: Sandbox) -> tuple[str, StopReason, str]:
         limits, budget = self.tree.config.limits, self.tree.budget
+        compactor = self._compactor()
         while self.iterations < limits.max_iterations:
             if self._prepaid is None:  # the first turn was paid for before the sandbox started
                 budget.check()
+                if compactor is not None:  # near the window: older turns become a summary
+                    await compactor.before_turn(messages, sandbox)
             self.iterations += 1
             it = await self._iteration(messages, sandbox, self.iterations)
+            if compactor is not None:
+                compactor.observe(len(messages), self.last_root_usage)
             if it.final is not None:
                 return it.final, StopReason.FINAL, ""
             messages.append(Message.user(it.feedback))
@@ -274,6 +325,17 @@ class Engine:
                 )
         detail = f"max_iterations={limits.max_iterations} reached"
         return await self._wrap_up(messages, sandbox, StopReason.MAX_ITERATIONS, detail, turn=True)
+
+    def _compactor(self) -> Compactor | None:
+        """This conversation's compactor (``None``: compaction off, or no window known)."""
+        return compactor_for(
+            self.tree,
+            self.lm,
+            depth=self.depth,
+            meter=self.meter,
+            parent=self.run_span,
+            settings=self.settings,
+        )
 
     async def _repl_answer(self, sandbox: Sandbox) -> str:
         """The content of the REPL's ``answer`` dict, ready or not ("" if unset or unreadable)."""
@@ -346,6 +408,7 @@ class Engine:
                 meter=self.meter,
                 reservation=prepaid,
             )
+            self.last_root_usage = completion.usage  # compaction measures the prompt with it
             messages.append(Message.assistant(completion.text))
             reply = parse(completion.text)
             cells: tuple[Cell, ...] = ()

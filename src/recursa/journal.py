@@ -55,6 +55,30 @@ CREATE TABLE IF NOT EXISTS cells (
     result TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS context (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
 """
+# What the caller's tools returned (recursa.toolcalls), keyed by tool, arguments and engine.
+# Created on first use too, so journals written before tools existed still resume.
+_TOOL_CALLS = (
+    "CREATE TABLE IF NOT EXISTS tool_calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "key TEXT NOT NULL, tool TEXT NOT NULL, outcome TEXT NOT NULL, created REAL NOT NULL)"
+)
+
+
+_EXTRA_CONTEXTS = (
+    "CREATE TABLE IF NOT EXISTS extra_contexts (n INTEGER PRIMARY KEY, data BLOB NOT NULL)"
+)
+
+
+def _context_blob(context: Context) -> bytes:
+    """The context as stored: compressed JSON of its value and what describes it."""
+    data = {
+        "value": context.value,
+        "kind": context.kind,
+        "warnings": list(context.warnings),
+        "sources": list(context.sources),
+        "multi": context.multi,
+    }
+    raw = json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return zlib.compress(raw, level=1)
 
 
 def runs_dir(root: Path | None = None) -> Path:
@@ -122,9 +146,20 @@ class RunSummary:
 class Replay:
     """Journaled responses by request key, handed out in the order they were recorded."""
 
-    def __init__(self, responses: dict[str, deque[Completion]]) -> None:
+    def __init__(
+        self,
+        responses: dict[str, deque[Completion]],
+        tools: dict[str, deque[dict[str, Any]]] | None = None,
+    ) -> None:
         self._responses = responses
+        self._tools = tools or {}
         self.replayed = 0
+
+    def take_tool(self, key: str) -> dict[str, Any] | None:
+        """The journaled outcome of a tool call (``{"value": ...}`` or ``{"error": "..."}``),
+        the n-th of n identical calls getting the n-th recorded; ``None`` if none is left."""
+        queue = self._tools.get(key)
+        return queue.popleft() if queue else None
 
     def take(self, key: str) -> Completion | None:
         queue = self._responses.get(key)
@@ -175,19 +210,7 @@ class Journal:
         conn = connect(folder / "journal.sqlite", sync=sync)
         conn.executescript(_SCHEMA)
         journal = cls(conn, folder, run_id)
-        blob = zlib.compress(
-            json.dumps(
-                {
-                    "value": context.value,
-                    "kind": context.kind,
-                    "warnings": list(context.warnings),
-                    "sources": list(context.sources),
-                    "multi": context.multi,
-                },
-                ensure_ascii=False,
-            ).encode("utf-8", "surrogatepass"),
-            level=1,
-        )
+        blob = _context_blob(context)
         with conn:
             conn.execute("BEGIN")
             conn.execute("INSERT INTO context (id, data) VALUES (1, ?)", (blob,))
@@ -267,10 +290,16 @@ class Journal:
     def context(self) -> Context:
         try:
             row = self._conn.execute("SELECT data FROM context WHERE id = 1").fetchone()
-            if row is None:
-                raise _broken(self.run_id, "the context is missing")
-            d = json.loads(zlib.decompress(row[0]).decode("utf-8", "surrogatepass"))
-        except (sqlite3.DatabaseError, zlib.error, ValueError) as exc:
+        except sqlite3.DatabaseError as exc:
+            raise _broken(self.run_id, f"the context cannot be read: {exc}") from None
+        if row is None:
+            raise _broken(self.run_id, "the context is missing")
+        return self._context_from(row[0])
+
+    def _context_from(self, blob: bytes) -> Context:
+        try:
+            d = json.loads(zlib.decompress(blob).decode("utf-8", "surrogatepass"))
+        except (zlib.error, ValueError) as exc:
             raise _broken(self.run_id, f"the context cannot be read: {exc}") from None
         from recursa.context import _parts_of, _size
 
@@ -284,6 +313,26 @@ class Journal:
             value, d["kind"], tuple(d["warnings"]), tuple(d["sources"]), d["multi"], parts
         )
 
+    # ---- sessions: more contexts, added after the first ---------------------------------------
+    def add_context(self, index: int, context: Context) -> None:
+        """Record a session's context number ``index`` (``context_1``...): kept with the
+        session so that resuming it loads the same values."""
+        with self._conn:
+            self._conn.execute(_EXTRA_CONTEXTS)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO extra_contexts (n, data) VALUES (?, ?)",
+                (index, _context_blob(context)),
+            )
+
+    def extra_contexts(self) -> list[Context]:
+        """The contexts :meth:`add_context` recorded, in order."""
+        try:
+            self._conn.execute(_EXTRA_CONTEXTS)
+            rows = self._conn.execute("SELECT data FROM extra_contexts ORDER BY n").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _broken(self.run_id, f"the session's contexts cannot be read: {exc}") from None
+        return [self._context_from(blob) for (blob,) in rows]
+
     def replay(self) -> Replay:
         """The journaled responses, ready to be replayed."""
         responses: dict[str, deque[Completion]] = defaultdict(deque)
@@ -294,9 +343,15 @@ class Journal:
                 "SELECT engine, code, result FROM cells ORDER BY seq"
             ):
                 self._journaled_cells.setdefault(engine, []).append((code, json.loads(raw)))
+            tools: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+            self._conn.execute(_TOOL_CALLS)
+            for key, raw in self._conn.execute("SELECT key, outcome FROM tool_calls ORDER BY seq"):
+                outcome = json.loads(raw)
+                if isinstance(outcome, dict) and ("value" in outcome or "error" in outcome):
+                    tools[key].append(outcome)
         except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
             raise _broken(self.run_id, str(exc)) from None
-        return Replay(responses)
+        return Replay(responses, tools)
 
     def counts(self) -> tuple[int, int]:
         """(LM calls, cells) recorded."""
@@ -311,6 +366,16 @@ class Journal:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (key, model, role, depth, completion_to_json(c), time.time()),
         )
+
+    def record_tool(self, key: str, tool: str, outcome: dict[str, Any]) -> None:
+        """Commit what a tool call returned (or the error it raised) before the model sees it."""
+        row = (key, tool, json.dumps(outcome, ensure_ascii=False), time.time())
+        sql = "INSERT INTO tool_calls (key, tool, outcome, created) VALUES (?, ?, ?, ?)"
+        try:
+            self._conn.execute(sql, row)
+        except sqlite3.OperationalError:  # a journal from before tools: make the table
+            self._conn.execute(_TOOL_CALLS)
+            self._conn.execute(sql, row)
 
     def record_cell(self, engine: str, code: str, result: CellResult) -> str | None:
         """Record a cell, or, while replaying, compare it with the journaled one.

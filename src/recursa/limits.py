@@ -89,6 +89,11 @@ class Limits:
             "answer now (no code)".
         raise_on_limit: raise :class:`~recursa.errors.LimitExceeded` instead of returning a
             partial result.
+        max_tool_calls: calls of the caller's tools (``RLM(tools=...)``) across the tree,
+            journal replays included; the first call past it is refused and stops the run, as
+            ``max_llm_calls`` does. Calls whose arguments the host refuses do not count.
+        tool_timeout_s: wall clock of one tool call; past it the model's code gets a
+            ``ToolError`` (a sync tool's thread cannot be stopped and finishes on its own).
     """
 
     max_iterations: int = 30
@@ -104,6 +109,8 @@ class Limits:
     final_answer_turn: bool = True
     raise_on_limit: bool = False
     max_sandboxes: int | None = None  # None: max(4, max_depth + 1), set in __post_init__
+    max_tool_calls: int | None = None
+    tool_timeout_s: float | None = 30.0
 
     def __post_init__(self) -> None:
         sandboxes = self.max_sandboxes
@@ -124,6 +131,8 @@ class Limits:
             "timeout_s": self.timeout_s,
             "cell_timeout_s": self.cell_timeout_s,
             "max_output_chars": self.max_output_chars,
+            "max_tool_calls": self.max_tool_calls,
+            "tool_timeout_s": self.tool_timeout_s,
         }
         for name, count in positive.items():
             if count < 1:
@@ -243,6 +252,7 @@ class Budget:
         self.ledger = ledger if ledger is not None else Ledger(prices or PriceTable())
         self.started = time.monotonic()
         self.calls_reserved = 0
+        self.tool_calls = 0
         self.exhausted: BudgetExhausted | None = None
         self.reserved_tokens = 0
         self.reserved_usd = 0.0
@@ -404,6 +414,22 @@ class Budget:
     async def wait_settled(self) -> None:
         """Wait until some reservation is released."""
         await self._settled.wait()
+
+    def reserve_tool_call(self, tool: str) -> None:
+        """Count one call of ``tool`` (a caller's tool); raise :class:`BudgetExhausted` when
+        the run is stopped, out of time, or past ``max_tool_calls`` (which stops the run).
+        Unlike :meth:`check`, spent LM calls do not refuse it: a tool costs no LM call."""
+        if self.exhausted is not None:
+            raise self.exhausted
+        lim = self.limits
+        if lim.timeout_s is not None and self.elapsed() >= lim.timeout_s:
+            raise self.expire()
+        if lim.max_tool_calls is not None and self.tool_calls >= lim.max_tool_calls:
+            raise self._stop(
+                StopReason.MAX_TOOL_CALLS,
+                f"max_tool_calls={lim.max_tool_calls} reached (refused a call of {tool})",
+            )
+        self.tool_calls += 1
 
     def reserve_retry(self) -> None:
         """Count a retry a backend is about to send as one more call; raise if there is none

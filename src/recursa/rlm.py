@@ -10,7 +10,7 @@ import functools
 import secrets
 import sqlite3
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -26,10 +26,13 @@ from recursa.lm.base import LM, ProviderOptions
 from recursa.lm.registry import DEFAULT_MODEL, default_model_spec, parse_model, resolve_model
 from recursa.lm.wrappers import JournalSink, compose
 from recursa.pricing import PriceTable
-from recursa.prompts import PROFILES, PromptProfile
+from recursa.prompts import PROFILES, PromptProfile, read_prompt
+from recursa.sampling import Sampling
 from recursa.sandbox import sandbox_factory
 from recursa.sandbox.base import SandboxConfig
+from recursa.session import AsyncSession, Session, open_session, resume_session
 from recursa.strategy import Strategy, answer_directly, plan
+from recursa.tools import ToolSet, ToolSpec
 from recursa.trace.jsonl import JSONLWriter
 from recursa.trace.spans import Span, TraceProcessor, Tracer
 from recursa.types import Result
@@ -88,6 +91,21 @@ class _InstanceOrClassMethod:
         return on_class
 
 
+def _check_tools(config: RunConfig, objects: Mapping[str, Any]) -> None:
+    """A :class:`ConfigError` when a run used tools (journaled by name only) that ``objects``
+    do not give again: without them its prompts, and so its replay, would differ."""
+    given = set(ToolSet.of(objects.get("tools")))
+    subs = objects.get("sub_tools", objects.get("tools"))
+    missing = [n for n in config.tools if n not in given]
+    if config.sub_tools is not None:
+        missing += [n for n in config.sub_tools if n not in set(ToolSet.of(subs))]
+    if missing:
+        raise ConfigError(
+            f"the run used the tools {', '.join(sorted(set(missing)))}: pass them again "
+            "(tools=..., sub_tools=...; --tools/--sub-tools module:attr on the command line)"
+        )
+
+
 def _noted(result: Result, strategy: str, reason: str) -> Result:
     """``result`` with the run's strategy and the reason it was chosen."""
     return dataclasses.replace(result, strategy=strategy, strategy_reason=reason)
@@ -124,8 +142,22 @@ class RLM:
         trusted: run model code inside this process, with no isolation. Only for code you trust.
         prompt_profile: ``"standard"``, ``"strict"``, a :class:`PromptProfile`, or ``None`` to
             choose from the root model's name.
+        system_prompt: a system prompt of your own, as text or a ``Path`` to a UTF-8 file
+            (``None``: the profile's). It replaces the profile's system text for the root and
+            child RLMs; the profile's turn messages and rules stay. It may use the placeholders
+            ``${context_hint}``, ``${subcall_doc}``, ``${subcall_method}``,
+            ``${subcall_example}`` and ``${tools_doc}`` (see :mod:`recursa.prompts`); others
+            are a ConfigError.
+        prologue: text (or a ``Path`` to a file) put before the question in the first user
+            turn of the top-level RLM: standing instructions or tips for the task.
         prices: the price table (default: built-in list prices).
-        temperature, max_output_tokens: sampling for root and sub-calls.
+        temperature, max_output_tokens, top_p, reasoning_effort, provider_options: sampling
+            for both roles (root turns, and sub-calls with child RLMs). ``provider_options``
+            is JSON merged into each request body (``{"top_k": 20}``); ``reasoning_effort`` is
+            one of none, minimal, low, medium, high (see :mod:`recursa.sampling`).
+        root_sampling, sub_sampling: one role's sampling, a dict of those five keys or a
+            :class:`~recursa.sampling.Sampling` (``sub_sampling={"temperature": 0.7}``); its
+            values win over the shorthand for both roles.
         sub_calls: allow ``llm_query``/``rlm_query`` (``False``: the REPL alone).
         models: extra models ``llm_query(prompt, model=...)`` may pick by name.
         processors: trace processors that see every span of every run.
@@ -138,6 +170,20 @@ class RLM:
             model with the whole context in the prompt, cut in the middle if the model's window
             is too small) or ``"auto"`` (direct when the context fits the root model's declared
             window with room to spare, else rlm); see :mod:`recursa.strategy`.
+        compaction: when the root conversation nears the model's window, replace its older
+            turns with a summary and keep the whole transcript in the REPL as
+            ``history_transcript`` (see :mod:`recursa.compaction`). ``None`` (default): on when
+            the window is known; ``True``: on, with a warning if no window is known; ``False``:
+            off.
+        compaction_threshold: the fraction of the window at which it compacts (default 0.85).
+        root_window: the root model's context window in tokens, for models that declare none.
+        tools: functions the model's code may call, run on the host with this process's rights
+            (the sandbox has no network or files): ``{"search": search}``, a list of functions,
+            or :class:`~recursa.tools.Tool` objects. Each is listed in the system prompt with
+            its signature and docstring; arguments and results are JSON (see
+            :mod:`recursa.tools`, ``Limits.max_tool_calls`` and ``Limits.tool_timeout_s``).
+        sub_tools: the tools of child RLMs (``rlm_query``) instead of ``tools`` (``None``: the
+            same as the root; ``{}``: none), so a root can hand tool-heavy work to children.
     """
 
     def __init__(
@@ -152,11 +198,20 @@ class RLM:
         sandbox_config: SandboxConfig | None = None,
         trusted: bool = False,
         prompt_profile: str | PromptProfile | None = None,
+        system_prompt: str | Path | None = None,
+        prologue: str | Path | None = None,
         prices: PriceTable | None = None,
         temperature: float | None = None,
         max_output_tokens: int | None = None,
+        top_p: float | None = None,
+        reasoning_effort: str | None = None,
+        provider_options: Mapping[str, Any] | None = None,
+        root_sampling: Sampling | Mapping[str, Any] | None = None,
+        sub_sampling: Sampling | Mapping[str, Any] | None = None,
         sub_calls: bool = True,
         models: Iterable[str | LM] = (),
+        tools: ToolSpec | None = None,
+        sub_tools: ToolSpec | None = None,
         processors: Sequence[TraceProcessor] = (),
         call_timeout_s: float | None = None,
         max_retries: int | None = None,
@@ -164,8 +219,13 @@ class RLM:
         cache: bool | str | Path | CallCache = False,
         runs_root: str | Path | None = None,
         strategy: Strategy | str = "rlm",
+        compaction: bool | None = None,
+        compaction_threshold: float = 0.85,
+        root_window: int | None = None,
     ) -> None:
         models = tuple(models)
+        self.tools = ToolSet.of(tools)
+        self.sub_tools = None if sub_tools is None else ToolSet.of(sub_tools)
         # Everything that is data goes into one frozen RunConfig (journaled with each run);
         # objects (LM instances, a sandbox factory, a custom profile) are kept beside it.
         self.config = RunConfig(
@@ -177,14 +237,28 @@ class RLM:
             prompt_profile=prompt_profile
             if isinstance(prompt_profile, str) or prompt_profile is None
             else prompt_profile.name,
+            system_prompt=None
+            if system_prompt is None
+            else read_prompt(system_prompt, what="system prompt"),
+            prologue=None if prologue is None else read_prompt(prologue, what="prologue"),
             temperature=temperature,
             max_output_tokens=max_output_tokens,
+            top_p=top_p,
+            reasoning_effort=reasoning_effort,
+            provider_options=provider_options or {},
+            root_sampling=Sampling.of(root_sampling, where="root_sampling"),
+            sub_sampling=Sampling.of(sub_sampling, where="sub_sampling"),
             sub_calls=sub_calls,
             limits=limits or Limits(),
             call_timeout_s=call_timeout_s,
             max_retries=max_retries,
             journal=journal,
             strategy=strategy,
+            compaction=compaction,
+            compaction_threshold=compaction_threshold,
+            root_window=root_window,
+            tools=tuple(self.tools),
+            sub_tools=None if self.sub_tools is None else tuple(self.sub_tools),
         )
         options = ProviderOptions(
             base_url=base_url, api_key=api_key, timeout_s=call_timeout_s, max_retries=max_retries
@@ -214,6 +288,9 @@ class RLM:
             sandbox if callable(sandbox) else sandbox_factory(sandbox, trusted=trusted)
         )
         self.sandbox_config = sandbox_config or SandboxConfig()
+        if self.tools:  # a sandbox built from it (a session's) offers the root's tools
+            functions = self.tools.table(self.sandbox_config.functions)
+            self.sandbox_config = dataclasses.replace(self.sandbox_config, functions=functions)
         self.prices = prices or PriceTable()
         self.processors = list(processors)
         self.journal = journal
@@ -281,6 +358,11 @@ class RLM:
         :class:`ConfigError` while another live process is running the same run."""
         journal = Journal.open(run_id, root=self.runs_root)
         try:
+            if journal.meta("session") is not None:
+                raise ConfigError(
+                    f"{run_id} is a session: continue it with `recursa chat --resume {run_id}` "
+                    "or recursa.session.resume_session()"
+                )
             journaled = str(journal.meta("question"))
             asked = " ".join((question or "").split())
             if asked and asked != " ".join(journaled.split()):
@@ -310,7 +392,12 @@ class RLM:
         processors: Sequence[TraceProcessor],
     ) -> Result:
         strategy, reason = plan(
-            self.config.strategy, question, ctx, self.root_lm, self.config.max_output_tokens
+            self.config.strategy,
+            question,
+            ctx,
+            self.root_lm,
+            self.config.root_settings.max_output_tokens,
+            window=self.config.root_window,
         )
         # An RLM's root span is the engine's: the note adds the choice to it before any other
         # processor (progress, trace writer) sees it. A direct run's span carries it already.
@@ -323,32 +410,7 @@ class RLM:
             if journal is not None:
                 with contextlib.suppress(sqlite3.Error):
                     journal.set_meta("trace", str(writer.path.resolve()))
-        warnings: list[str] = []
-        budget = Budget(self.limits, self.prices, warn=warnings.append)
-        sink = JournalSink(journal, warnings.append) if journal is not None else None
-        limit = asyncio.Semaphore(self.limits.max_concurrency)
-
-        def wrap(lm: LM) -> LM:
-            return compose(
-                lm, limit=limit, cache=self.cache, prices=self.prices, journal=sink, replay=replay
-            )
-
-        tree = Tree(
-            root_lm=self.root_lm,
-            sub_lm=self.sub_lm,
-            models=self.models,
-            config=self.config,
-            sandbox_factory=self.sandbox_factory,
-            sandbox_config=self.sandbox_config,
-            profile=self.profile,
-            budget=budget,
-            tracer=tracer,
-            gate=LMGate(budget, tracer, wrap),
-            run_id=run_id,
-            slots=SandboxSlots.for_limits(self.limits),
-            journal=sink,
-            warnings=warnings,
-        )
+        tree = self._tree(run_id, tracer, journal, replay)
         status, summary = "interrupted", {}
         try:
             try:
@@ -382,6 +444,45 @@ class RLM:
             object.__setattr__(result, "trace_path", writer.path)
         return result
 
+    def _tree(
+        self,
+        run_id: str,
+        tracer: Tracer,
+        journal: Journal | None,
+        replay: Replay | None,
+    ) -> Tree:
+        """What one run's engines share: a fresh budget and gate over this RLM's models, the
+        journal's writer and the responses to replay."""
+        warnings: list[str] = []
+        budget = Budget(self.limits, self.prices, warn=warnings.append)
+        sink = JournalSink(journal, warnings.append) if journal is not None else None
+        limit = asyncio.Semaphore(self.limits.max_concurrency)
+
+        def wrap(lm: LM) -> LM:
+            return compose(
+                lm, limit=limit, cache=self.cache, prices=self.prices, journal=sink, replay=replay
+            )
+
+        return Tree(
+            root_lm=self.root_lm,
+            sub_lm=self.sub_lm,
+            models=self.models,
+            config=self.config,
+            sandbox_factory=self.sandbox_factory,
+            sandbox_config=self.sandbox_config,
+            profile=self.profile,
+            budget=budget,
+            tracer=tracer,
+            gate=LMGate(budget, tracer, wrap),
+            run_id=run_id,
+            slots=SandboxSlots.for_limits(self.limits),
+            journal=sink,
+            warnings=warnings,
+            tools=self.tools,
+            sub_tools=self.sub_tools,
+            replay=replay,
+        )
+
     @classmethod
     def from_journal(
         cls, run_id: str, *, runs_root: str | Path | None = None, **overrides: Any
@@ -403,17 +504,28 @@ class RLM:
             "limits": config.limits,
             "base_url": config.base_url,
             "prompt_profile": config.prompt_profile,
+            "system_prompt": config.system_prompt,
+            "prologue": config.prologue,
             "temperature": config.temperature,
             "max_output_tokens": config.max_output_tokens,
+            "top_p": config.top_p,
+            "reasoning_effort": config.reasoning_effort,
+            "provider_options": config.provider_options,
+            "root_sampling": config.root_sampling,
+            "sub_sampling": config.sub_sampling,
             "sub_calls": config.sub_calls,
             "models": config.models,
             "call_timeout_s": config.call_timeout_s,
             "max_retries": config.max_retries,
             "journal": config.journal,
             "strategy": config.strategy,
+            "compaction": config.compaction,
+            "compaction_threshold": config.compaction_threshold,
+            "root_window": config.root_window,
         }
         if config.sandbox is not None:
             kwargs["sandbox"] = config.sandbox
+        _check_tools(config, objects)
         kwargs.update(objects)
         model = kwargs.pop("model", config.model)
         sub_model = kwargs.pop("sub_model", config.sub_model)
@@ -445,6 +557,48 @@ class RLM:
         """Blocking :meth:`aresume`; ``RLM.resume(run_id)`` on the class works too."""
         resumed = self.aresume(run_id, trace=trace, processors=processors, question=question)
         return cast(Result, _run_sync(resumed))
+
+    def session(
+        self,
+        *contexts: ContextSource | Context,
+        session_id: str | None = None,
+        trace: str | Path | None = None,
+        processors: Sequence[TraceProcessor] = (),
+    ) -> Session:
+        """A session: questions one after another in ONE REPL (variables and earlier answers
+        stay; see :mod:`recursa.session`). Each source is one context: ``context``, then
+        ``context_1``... Use it as a context manager, or call ``close()``."""
+
+        async def start() -> AsyncSession:
+            return self.asession(
+                *contexts, session_id=session_id, trace=trace, processors=processors
+            )
+
+        return Session(start())
+
+    def asession(
+        self,
+        *contexts: ContextSource | Context,
+        session_id: str | None = None,
+        trace: str | Path | None = None,
+        processors: Sequence[TraceProcessor] = (),
+    ) -> AsyncSession:
+        """:meth:`session` for async code: ``async with rlm.asession(ctx) as s: await
+        s.ask(q)``. Use it from one event loop."""
+        return open_session(
+            self, contexts, session_id=session_id, trace=trace, processors=processors
+        )
+
+    def resume_session(
+        self,
+        session_id: str,
+        *,
+        trace: str | Path | None = None,
+        processors: Sequence[TraceProcessor] = (),
+    ) -> Session:
+        """Rebuild a killed session from its journal with this RLM (see
+        :func:`recursa.session.resume_session`, which also works without one)."""
+        return resume_session(session_id, rlm=self, trace=trace, processors=processors)
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the models this RLM created (they reopen on next use)."""

@@ -140,14 +140,20 @@ def answer_room(max_output_tokens: int | None) -> int:
 
 
 def plan(
-    strategy: str, question: str, context: Context, lm: LM, max_output_tokens: int | None
+    strategy: str,
+    question: str,
+    context: Context,
+    lm: LM,
+    max_output_tokens: int | None,
+    window: int | None = None,
 ) -> tuple[Strategy, str]:
-    """:func:`choose_strategy` for one run: its question, context, root model and output cap."""
+    """:func:`choose_strategy` for one run: its question, context, root model and output cap.
+    ``window`` (``RunConfig.root_window``) overrides the window the model declares."""
     return choose_strategy(
         strategy,
         rendered_chars(context),
         len(question),
-        lm.capabilities.context_window,
+        window or lm.capabilities.context_window,
         answer_room(max_output_tokens),
     )
 
@@ -257,7 +263,7 @@ async def answer_directly(
     lm = lm or tree.root_lm
     settings = replace(tree.config.root_settings, expect_code=False)
     text = render_context(context)
-    window = lm.capabilities.context_window
+    window = tree.config.root_window or lm.capabilities.context_window
     if window is not None and window > 0:
         limit = max_context_chars(window, len(question), answer_room(settings.max_output_tokens))
         text, cut = _cut_middle(text, limit)

@@ -10,6 +10,10 @@ A child starts its sandbox only once one of the tree's ``max_sandboxes`` slots i
 first call is reserved, so a batch of a hundred children runs a few at a time and stops starting
 them when the budget ends. Batches run concurrently (bounded by the tree's concurrency limit),
 keep their order, and turn a failed item into an error string instead of failing the batch.
+
+The caller's tools are rows of the same table (``handler="tool"``), answered by the engine's
+:class:`~recursa.toolcalls.ToolRunner`; they work with ``sub_calls`` off too, since they are not
+language-model calls.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from recursa.gate import clip
 from recursa.limits import BudgetExhausted, UsageMeter
 from recursa.lm.base import LM
 from recursa.prompts import render_text
-from recursa.sandbox.base import CallRefused
+from recursa.sandbox.base import CallRefused, SandboxConfig
 from recursa.sandbox.functions import DEFAULT_FUNCTIONS, Entry, FunctionTable
 from recursa.semantic import Kind, Operation, run_operation
+from recursa.toolcalls import ToolRunner
+from recursa.tools import ToolSet
 from recursa.trace.spans import Span
 from recursa.types import LMSettings, Message, Result
 
@@ -70,8 +76,9 @@ class SubCalls:
     """The ``on_call`` handler of one engine's sandbox.
 
     ``depth`` is the engine's; sub-calls run one deeper. ``meter`` receives the usage of every
-    call this engine's code makes; ``spawn`` runs a child RLM. :meth:`serving` names the span of
-    the cell whose code is running, the parent of the spans its calls make.
+    call this engine's code makes; ``spawn`` runs a child RLM; ``tools`` runs the engine's tools,
+    whose rows join ``functions`` (:attr:`functions` is the engine's whole table). :meth:`serving`
+    names the span of the cell whose code is running, the parent of the spans its calls make.
     """
 
     def __init__(
@@ -82,12 +89,14 @@ class SubCalls:
         meter: UsageMeter,
         spawn: ChildSpawner,
         functions: FunctionTable = DEFAULT_FUNCTIONS,
+        tools: ToolRunner | None = None,
     ) -> None:
         self.tree = tree
         self.depth = depth
         self.meter = meter
         self.spawn = spawn
-        self.functions = functions
+        self.tools = tools or ToolRunner(tree, ToolSet(), depth=depth)
+        self.functions = self.tools.tools.table(functions)
         self.settings = tree.config.sub_settings  # built once: every sub-call sends the same
         self._handlers: dict[str, Handler] = {
             "llm": self._llm_item,
@@ -99,13 +108,23 @@ class SubCalls:
         self._refusals = 0
         self._cell_span: Span | None = None
 
+    @property
+    def sandbox_config(self) -> SandboxConfig:
+        """The tree's sandbox configuration, offering this engine's functions (its tools)."""
+        config = self.tree.sandbox_config
+        if config.functions is self.functions:
+            return config
+        return dataclasses.replace(config, functions=self.functions)
+
     def serving(self, cell_span: Span) -> _Serving:
         """``with calls.serving(span):`` calls made while the block runs belong to ``span``."""
         return _Serving(self, cell_span)
 
     async def __call__(self, fn: str, args: dict[str, Any]) -> Any:
         tree = self.tree
-        if not tree.config.sub_calls:
+        entry = self.functions.get(fn)
+        is_tool = entry is not None and entry.handler == "tool"
+        if not tree.config.sub_calls and not is_tool:
             raise CallRefused(render_text("sub_calls_off", fn=fn), kind="error")
         if tree.budget.exhausted is not None:
             # The first call past the budget is refused; code that keeps calling is killed.
@@ -115,9 +134,10 @@ class SubCalls:
                 kind="budget",
                 kill=self._refusals > 1,
             )
-        entry = self.functions.get(fn)
         if entry is None:
             raise CallRefused(f"unknown function {fn}")
+        if is_tool:
+            return await self.tools(fn, args, self._cell_span)
         n = entry.size(args)
         span = tree.tracer.start("sub_call", fn, self._cell_span, fn=fn, n=n, depth=self.depth)
         try:

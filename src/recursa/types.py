@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from recursa.sampling import EMPTY_OPTIONS, OptionMap, check_reasoning_effort, option_map
+
 __all__ = [
     "CellResult",
     "Completion",
@@ -122,6 +124,20 @@ class LMSettings:
     # Reply with exactly one of these, picked by the model's own probabilities (only backends
     # whose capabilities declare ``choices``; see recursa.lm.base.Capabilities).
     choices: tuple[str, ...] | None = None
+    top_p: float | None = None
+    # One of recursa.sampling.REASONING_EFFORTS; what each backend makes of it is in its module.
+    reasoning_effort: str | None = None
+    # JSON merged into the provider's request body; a dict is stored as a frozen, hashable
+    # recursa.sampling.OptionMap, and keys recursa sets itself are refused (ConfigError).
+    provider_options: Mapping[str, Any] = EMPTY_OPTIONS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.provider_options, OptionMap):
+            object.__setattr__(self, "provider_options", option_map(self.provider_options))
+        if self.reasoning_effort is not None:
+            object.__setattr__(
+                self, "reasoning_effort", check_reasoning_effort(self.reasoning_effort)
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -130,10 +146,18 @@ class LMSettings:
             "stop": list(self.stop) if self.stop else None,
             "seed": self.seed,
         }
-        if self.expect_code is not None:  # only when set: existing call-cache keys stay valid
+        # The rest only when set: the call cache keys on this dict, so the keys of requests
+        # made before a field existed stay valid.
+        if self.expect_code is not None:
             data["expect_code"] = self.expect_code
         if self.choices is not None:
             data["choices"] = list(self.choices)
+        if self.top_p is not None:
+            data["top_p"] = self.top_p
+        if self.reasoning_effort is not None:
+            data["reasoning_effort"] = self.reasoning_effort
+        if self.provider_options:
+            data["provider_options"] = option_map(self.provider_options).to_dict()
         return data
 
 
@@ -177,6 +201,7 @@ class StopReason(enum.StrEnum):
     FINAL = "final"
     MAX_ITERATIONS = "max_iterations"
     MAX_LLM_CALLS = "max_llm_calls"
+    MAX_TOOL_CALLS = "max_tool_calls"
     MAX_TOKENS = "max_tokens"
     MAX_COST = "max_cost"
     TIMEOUT = "timeout"

@@ -57,7 +57,18 @@ def _root(
 
 
 # Command modules, registered in this order (each defines register(app)).
-COMMAND_MODULES = ("ask", "trace", "runs", "view", "serve", "mcp", "doctor", "models", "bench")
+COMMAND_MODULES = (
+    "ask",
+    "chat",
+    "trace",
+    "runs",
+    "view",
+    "serve",
+    "mcp",
+    "doctor",
+    "models",
+    "bench",
+)
 
 
 def _register_all() -> None:

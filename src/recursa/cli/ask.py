@@ -7,8 +7,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,7 +17,10 @@ from rich.markup import escape
 from recursa.cli.options import (
     BaseURL,
     CellTimeout,
+    Compaction,
+    CompactionThreshold,
     Concurrency,
+    ContextFormat,
     LimitOptions,
     MaxCalls,
     MaxContextMB,
@@ -26,18 +30,39 @@ from recursa.cli.options import (
     MaxIterations,
     MaxOutputChars,
     MaxTokens,
+    MaxToolCalls,
     Prices,
+    Prologue,
+    RootWindow,
     Sandbox,
     StrategyOption,
     SubModel,
+    SubToolsOption,
+    SystemPromptFile,
+    ToolsOption,
+    ToolTimeout,
     context_bytes,
     max_sandboxes_option,
     model_option,
     price_table,
+    prologue_text,
     strategy_choice,
     timeout_option,
+    tool_kwargs,
 )
 from recursa.cli.output import emit, json_errors, safe
+from recursa.cli.sampling import (
+    MaxOutputTokens,
+    ProviderOption,
+    ReasoningEffort,
+    SamplingOptions,
+    SubMaxOutputTokens,
+    SubProviderOption,
+    SubReasoningEffort,
+    SubTemperature,
+    SubTopP,
+    TopP,
+)
 from recursa.errors import ConfigError, ContextError, RecursaError
 
 if TYPE_CHECKING:
@@ -106,6 +131,7 @@ def ask(
     sub_model: SubModel = None,
     max_file_mb: MaxFileMB = 256.0,
     max_context_mb: MaxContextMB = 512.0,
+    context_format: ContextFormat = "text",
     base_url: BaseURL = None,
     max_depth: MaxDepth = 1,
     max_iterations: MaxIterations = 30,
@@ -128,18 +154,36 @@ def ask(
     temperature: Annotated[
         float | None, typer.Option("--temperature", help="Sampling temperature.")
     ] = None,
+    top_p: TopP = None,
+    max_output_tokens: MaxOutputTokens = None,
+    reasoning_effort: ReasoningEffort = None,
+    provider_option: ProviderOption = [],  # noqa: B006 - typer needs a literal default
+    sub_temperature: SubTemperature = None,
+    sub_top_p: SubTopP = None,
+    sub_max_output_tokens: SubMaxOutputTokens = None,
+    sub_reasoning_effort: SubReasoningEffort = None,
+    sub_provider_option: SubProviderOption = [],  # noqa: B006 - typer needs a literal default
     profile: Annotated[
         str | None,
         typer.Option("--profile", help="Prompt profile: standard or strict (default: by model)."),
     ] = None,
+    system_prompt: SystemPromptFile = None,
+    prologue: Prologue = None,
     no_sub_calls: Annotated[
         bool,
         typer.Option(
             "--no-sub-calls", help="Give the model the REPL only: no llm_query/rlm_query."
         ),
     ] = False,
+    tools: ToolsOption = None,
+    sub_tools: SubToolsOption = None,
+    max_tool_calls: MaxToolCalls = None,
+    tool_timeout: ToolTimeout = 30.0,
     sandbox: Sandbox = "process",
     strategy: StrategyOption = "rlm",
+    compaction: Compaction = None,
+    compaction_threshold: CompactionThreshold = 0.85,
+    root_window: RootWindow = None,
     prices: Prices = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole result as JSON instead of the answer.")
@@ -196,12 +240,27 @@ def ask(
         if resume:
             from recursa.rlm import RLM
 
-            rlm, run_id = RLM.from_journal(resume, cache=cache), resume
+            # Tools are code, not data: a resumed run gets them from --tools again, never
+            # from its journal (which would import whatever module the journal names).
+            objects = {"cache": cache, **tool_kwargs(tools, sub_tools)}
+            rlm, run_id = RLM.from_journal(resume, **objects), resume
         else:
             if not question or not question.strip():
                 raise ConfigError("the question is empty: say what you want to know")
             strategy = strategy_choice(strategy)
+            sampling = SamplingOptions(
+                top_p=top_p,
+                max_output_tokens=max_output_tokens,
+                reasoning_effort=reasoning_effort,
+                provider_options=provider_option,
+                sub_temperature=sub_temperature,
+                sub_top_p=sub_top_p,
+                sub_max_output_tokens=sub_max_output_tokens,
+                sub_reasoning_effort=sub_reasoning_effort,
+                sub_provider_options=sub_provider_option,
+            ).rlm_kwargs()
             from recursa.context import load_context
+            from recursa.prompts import read_prompt
             from recursa.rlm import new_run_id
 
             question = _clean_question(question, err, quiet)
@@ -212,6 +271,7 @@ def ask(
                 *context_sources(context),
                 max_file_bytes=max_file_bytes,
                 max_context_bytes=max_context_bytes,
+                format=context_format,
             )
             limits = LimitOptions(
                 max_iterations=max_iterations,
@@ -224,6 +284,8 @@ def ask(
                 max_sandboxes=max_sandboxes,
                 concurrency=concurrency,
                 max_output_chars=max_output_chars,
+                max_tool_calls=max_tool_calls,
+                tool_timeout=tool_timeout or None,  # 0: no limit
             )
             rlm = _new_rlm(
                 model,
@@ -238,6 +300,15 @@ def ask(
                 journal=not no_journal,
                 cache=cache,
                 strategy=strategy,
+                sampling=sampling,
+                compaction=compaction,
+                compaction_threshold=compaction_threshold,
+                root_window=root_window,
+                system_prompt=read_prompt(system_prompt, what="--system-prompt")
+                if system_prompt
+                else None,
+                prologue=prologue_text(prologue),
+                tools=tool_kwargs(tools, sub_tools),
             )
             run_id = new_run_id()
             if not quiet:
@@ -294,6 +365,13 @@ def _new_rlm(
     journal: bool,
     cache: bool,
     strategy: str = "rlm",
+    sampling: Mapping[str, Any] | None = None,
+    compaction: bool | None = None,
+    compaction_threshold: float = 0.85,
+    root_window: int | None = None,
+    system_prompt: str | None = None,
+    prologue: str | None = None,
+    tools: Mapping[str, Any] | None = None,
 ) -> RLM:
     """The RLM for a new run, from ask's options."""
     from recursa.rlm import RLM
@@ -313,6 +391,13 @@ def _new_rlm(
         journal=journal,
         cache=cache,
         strategy=strategy,
+        compaction=compaction,
+        compaction_threshold=compaction_threshold,
+        root_window=root_window,
+        system_prompt=system_prompt,
+        prologue=prologue,
+        **dict(tools or {}),  # tools, sub_tools: loaded from --tools, --sub-tools
+        **dict(sampling or {}),  # top_p, reasoning_effort, provider_options, sub_sampling...
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.models import OptionInfo
@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BaseURL",
     "CellTimeout",
+    "Compaction",
+    "CompactionThreshold",
     "Concurrency",
+    "ContextFormat",
     "LimitOptions",
     "MaxCalls",
     "MaxContextMB",
@@ -40,18 +43,27 @@ __all__ = [
     "MaxIterations",
     "MaxOutputChars",
     "MaxTokens",
+    "MaxToolCalls",
     "Prices",
+    "Prologue",
     "ProviderURLs",
+    "RootWindow",
     "Sandbox",
     "StrategyOption",
     "SubModel",
+    "SubToolsOption",
+    "SystemPromptFile",
+    "ToolTimeout",
+    "ToolsOption",
     "context_bytes",
     "flag_message",
     "max_sandboxes_option",
     "model_option",
     "price_table",
+    "prologue_text",
     "strategy_choice",
     "timeout_option",
+    "tool_kwargs",
 ]
 
 MIB = 1024 * 1024
@@ -143,6 +155,38 @@ def price_table(prices: Path | None) -> PriceTable:
     return PriceTable.from_file(prices) if prices else PriceTable()
 
 
+# ---- long root conversations -------------------------------------------------------------------
+
+Compaction = Annotated[
+    bool | None,
+    typer.Option(
+        "--compaction/--no-compaction",
+        help="When the root conversation nears the model's window, replace its older turns "
+        "with a summary (the full transcript stays in the REPL as history_transcript). "
+        "Default: on when the window is known (the embedded model's, or --root-window).",
+        show_default=False,
+    ),
+]
+CompactionThreshold = Annotated[
+    float,
+    typer.Option(
+        "--compaction-threshold",
+        min=0.05,
+        max=1.0,
+        help="Compact when the root conversation reaches this fraction of the window.",
+    ),
+]
+RootWindow = Annotated[
+    int | None,
+    typer.Option(
+        "--root-window",
+        min=256,
+        help="The root model's context window in tokens, for models that declare none "
+        "(API models); compaction works to it.",
+    ),
+]
+
+
 # ---- limits ----------------------------------------------------------------------------------
 
 MaxIterations = Annotated[
@@ -193,6 +237,19 @@ MaxOutputChars = Annotated[
 ]
 
 
+MaxToolCalls = Annotated[
+    int | None,
+    typer.Option(
+        "--max-tool-calls",
+        help="Calls of the --tools (and --sub-tools) per run; the first past it stops the run.",
+    ),
+]
+ToolTimeout = Annotated[
+    float,
+    typer.Option("--tool-timeout", help="Wall-clock limit of one tool call, in seconds."),
+]
+
+
 def timeout_option(help: str) -> OptionInfo:
     """``--timeout``: a run's wall clock, in seconds (what bounds a "run" differs by command)."""
     option: OptionInfo = typer.Option("--timeout", help=help)
@@ -217,6 +274,8 @@ _LIMIT_FLAGS = {
     "max_concurrency": "--concurrency",
     "max_output_chars": "--max-output-chars",
     "max_sandboxes": "--max-sandboxes",
+    "max_tool_calls": "--max-tool-calls",
+    "tool_timeout_s": "--tool-timeout",
 }
 
 
@@ -243,6 +302,8 @@ class LimitOptions:
     max_sandboxes: int | None = None  # None: 4, or max_depth + 1 if more
     concurrency: int = 16  # Limits' own default
     max_output_chars: int | None = None  # None: the model's own suggestion
+    max_tool_calls: int | None = None
+    tool_timeout: float | None = 30.0  # Limits' own default
 
     def limits(self) -> Limits:
         """The :class:`~recursa.limits.Limits`; a bad value is a ConfigError naming its flag."""
@@ -260,6 +321,8 @@ class LimitOptions:
                 max_concurrency=self.concurrency,
                 max_output_chars=self.max_output_chars,
                 max_sandboxes=self.max_sandboxes,
+                max_tool_calls=self.max_tool_calls,
+                tool_timeout_s=self.tool_timeout,
             )
         except ConfigError as exc:  # name the flag the user typed, not the library's field
             raise ConfigError(flag_message(str(exc))) from None
@@ -286,3 +349,87 @@ def context_bytes(max_file_mb: float, max_context_mb: float) -> tuple[int, int]:
     if max_file_mb <= 0 or max_context_mb <= 0:
         raise ConfigError("--max-file-mb and --max-context-mb must be positive")
     return max(1, int(max_file_mb * MIB)), max(1, int(max_context_mb * MIB))
+
+
+ContextFormat = Annotated[
+    str,
+    typer.Option(
+        "--context-format",
+        metavar="text|json|auto",
+        help="How files given with --context are read: text (as they are), json (parsed: "
+        ".jsonl/.ndjson as a list of one value a line, other files as one JSON document, "
+        "stdin as either) or auto (.json, .jsonl and .ndjson parsed, the rest text). Files "
+        "inside a folder are always text.",
+    ),
+]
+
+
+# ---- what the root model is told ---------------------------------------------------------------
+
+SystemPromptFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--system-prompt",
+        help="A file with a system prompt of your own, replacing the profile's (its turn "
+        "messages stay). It may use ${context_hint}, ${subcall_doc}, ${subcall_method}, "
+        "${subcall_example} and ${tools_doc}.",
+        show_default=False,
+    ),
+]
+Prologue = Annotated[
+    str | None,
+    typer.Option(
+        "--prologue",
+        help="Text put before the question in the first user turn (standing instructions, "
+        "tips for the task); @FILE reads it from a file (@@ for a literal leading @).",
+        show_default=False,
+    ),
+]
+
+
+def prologue_text(value: str | None) -> str | None:
+    """``--prologue`` as text: ``@FILE`` is the file's text, ``@@...`` a literal ``@...``."""
+    if value is None or not value.startswith("@"):
+        return value
+    if value.startswith("@@"):
+        return value[1:]
+    from recursa.prompts import read_prompt
+
+    if not value[1:]:
+        raise ConfigError("--prologue @FILE: name the file after the @")
+    return read_prompt(Path(value[1:]), what="--prologue")
+
+
+# ---- the caller's tools ----------------------------------------------------------------------
+
+ToolsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tools",
+        help="Functions the model's code may call, as module:attribute naming a dict of "
+        "name -> function (or a list of functions) in an importable module, e.g. "
+        "mytools:TOOLS for mytools.py here or on PYTHONPATH. They run in this process, with "
+        "your rights: give only tools you would run yourself.",
+        show_default=False,
+    ),
+]
+SubToolsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sub-tools",
+        help="module:attribute: the tools of child RLMs (rlm_query) instead of --tools.",
+        show_default=False,
+    ),
+]
+
+
+def tool_kwargs(tools: str | None, sub_tools: str | None) -> dict[str, Any]:
+    """``--tools``/``--sub-tools`` loaded, as ``RLM`` keyword arguments (only those given)."""
+    from recursa.tools import load_tools
+
+    out: dict[str, Any] = {}
+    if tools:
+        out["tools"] = load_tools(tools)
+    if sub_tools:
+        out["sub_tools"] = load_tools(sub_tools)
+    return out

@@ -210,6 +210,18 @@ def serve(
         ),
     ] = False,
     max_runs: MaxRuns = 4,
+    max_sessions: Annotated[
+        int,
+        typer.Option(
+            "--max-sessions",
+            help='Live sessions at once (requests with "recursa": {"session": ID}); the one '
+            "idle longest is closed to make room.",
+        ),
+    ] = 16,
+    session_idle: Annotated[
+        float,
+        typer.Option("--session-idle", help="Close a session after this many idle seconds."),
+    ] = 900.0,
     max_body_mb: Annotated[
         float, typer.Option("--max-body-mb", help="Largest request body, in MiB (413 past it).")
     ] = 32.0,
@@ -282,6 +294,8 @@ def serve(
         api_key=api_key,
         progress=progress,
         max_body_bytes=int(max_body_mb * MIB),
+        max_sessions=max_sessions,
+        session_idle_s=session_idle,
     )
     from rich.markup import escape
 

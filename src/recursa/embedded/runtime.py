@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,7 +244,10 @@ class LoadedModel:
         seed: int | None,
         code_turn: bool,
         abort: threading.Event,
+        sampling: Mapping[str, Any] | None = None,
     ) -> CallResult:
+        """Generate a reply; ``sampling`` holds further llama.cpp sampling arguments (top_p,
+        top_k, min_p..., checked by the caller)."""
         ctx = self.context(slot)
         ctx.abort = abort
         prefill = CODE_PREFILL if code_turn else ""
@@ -262,6 +266,7 @@ class LoadedModel:
                 stop=stop,
                 seed=seed,
                 stopping_criteria=criteria,
+                **dict(sampling or {}),
             )
         except RuntimeError:
             if abort.is_set():  # the caller gave up; the cache is still consistent up to here

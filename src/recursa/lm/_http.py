@@ -325,13 +325,16 @@ class HTTPBackend(BaseLM):
     def _parse(self, data: dict[str, Any]) -> Completion:
         raise NotImplementedError
 
+    def _url(self) -> str:
+        return f"{self.base_url}{self.endpoint}"
+
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None
     ) -> Completion:
         s = settings or LMSettings()
         return await post_json(
             self._http(),
-            f"{self.base_url}{self.endpoint}",
+            self._url(),
             payload=self._payload(messages, s),
             headers=self._headers(),
             timeout_s=s.timeout_s or self.timeout_s,

@@ -2,6 +2,18 @@
 
 The RLM conversation is append-only, so each call marks its last message with
 ``cache_control`` and Anthropic's prompt cache serves everything before it on the next turn.
+
+Sampling: ``top_p`` is sent as is. ``reasoning_effort`` turns on extended thinking with a
+token budget (:data:`THINKING_BUDGETS`: minimal 1,024, low 4,096, medium 8,192, high 16,384;
+``none``: no thinking). Thinking tokens are billed as output and come on top of the answer's
+cap: ``max_tokens`` is sent as the answer's cap plus the budget (with the default cap, high
+stays under the 32K output of Claude Opus 4). The run's token and cost budgets reserve the
+answer's cap only, so a thinking call may spend up to its budget more. Claude 3.7 Sonnet and
+the Claude 4 family think; the older families (``claude-3-5-*``, ``claude-3-opus``,
+``claude-3-haiku``, ``claude-2``) do not, and asking them is a
+:class:`~recursa.errors.ConfigError`, as is a temperature other than 1 while thinking (the API
+refuses both). ``provider_options`` is merged into the body last (``{"top_k": 40}``,
+``{"metadata": {...}}``, a ``thinking`` object of your own).
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from recursa.errors import LMResponseError
+from recursa.errors import ConfigError, LMResponseError
 from recursa.lm._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HTTPBackend,
@@ -27,6 +39,10 @@ __all__ = ["AnthropicLM"]
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 8192
+#: Extended-thinking token budgets for each ``reasoning_effort`` (the API's minimum is 1,024).
+THINKING_BUDGETS = {"minimal": 1_024, "low": 4_096, "medium": 8_192, "high": 16_384}
+# Model families without extended thinking (it came with Claude 3.7 Sonnet).
+_NO_THINKING = ("claude-3-5", "claude-3-opus", "claude-3-haiku", "claude-3-sonnet", "claude-2")
 
 
 class AnthropicLM(HTTPBackend):
@@ -76,18 +92,40 @@ class AnthropicLM(HTTPBackend):
                 turns.append({"role": m.role, "content": [{"type": "text", "text": m.content}]})
         if self.prompt_cache and turns:
             turns[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+        budget = self._thinking_budget(s)
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": turns,
-            "max_tokens": s.max_output_tokens or self.default_max_tokens,
+            "max_tokens": (s.max_output_tokens or self.default_max_tokens) + budget,
         }
         if system:
             payload["system"] = system
+        if budget:
+            payload["thinking"] = {"type": "enabled", "budget_tokens": budget}
         if s.temperature is not None:
             payload["temperature"] = s.temperature
+        if s.top_p is not None:
+            payload["top_p"] = s.top_p
         if s.stop:
             payload["stop_sequences"] = list(s.stop)
+        payload.update(s.provider_options)  # last: the user's pass-through
         return payload
+
+    def _thinking_budget(self, s: LMSettings) -> int:
+        """Extended thinking's token budget for ``s.reasoning_effort`` (0: no thinking)."""
+        if s.reasoning_effort is None or s.reasoning_effort == "none":
+            return 0
+        if self.model.startswith(_NO_THINKING):
+            raise ConfigError(
+                f"{self.name} has no extended thinking, so reasoning_effort cannot apply: drop "
+                "it for this model, or pick Claude 3.7 Sonnet or a Claude 4 model"
+            )
+        if s.temperature is not None and s.temperature != 1:
+            raise ConfigError(
+                f"{self.name}: extended thinking (reasoning_effort={s.reasoning_effort}) works "
+                f"only at temperature 1; drop the temperature ({s.temperature:g}) or the effort"
+            )
+        return THINKING_BUDGETS[s.reasoning_effort]
 
     def _headers(self) -> dict[str, str]:
         return {

@@ -6,6 +6,12 @@ from the environment variables LiteLLM documents for each provider. LiteLLM does
 LiteLLM is imported on first use with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` set for that import
 only (so it uses its bundled model-cost map instead of fetching one): the process environment
 is left unchanged. Set the variable yourself (to anything else) to let LiteLLM fetch the map.
+
+Sampling: ``top_p`` and ``reasoning_effort`` are passed as LiteLLM's own arguments (it maps the
+effort to each provider's form: OpenAI's field, Anthropic's thinking budget...);
+``provider_options`` become keyword arguments of ``litellm.acompletion``, which sends the ones
+it does not know to the provider. Arguments recursa passes itself (``timeout``,
+``num_retries``, ``api_key``, ``api_base``...) cannot be provider options.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import httpx
 
 from recursa._imports import import_with_env
 from recursa.errors import (
+    ConfigError,
     LMAuthError,
     LMConnectionError,
     LMError,
@@ -46,6 +53,13 @@ def _import_litellm() -> Any:
     # the CLI prints the answer alone.
     litellm.suppress_debug_info = True
     return litellm
+
+
+# acompletion's own arguments that recursa sets: a provider option of that name would replace the
+# call's timeout, retries, key or endpoint rather than reach the provider.
+_LITELLM_ARGS = frozenset(
+    {"timeout", "num_retries", "retry_policy", "api_key", "api_base", "base_url", "stream"}
+)
 
 
 def _connection_failed(exc: BaseException) -> bool:
@@ -146,6 +160,18 @@ class LiteLLM(BaseLM):
             kwargs["stop"] = list(s.stop)
         if s.seed is not None:
             kwargs["seed"] = s.seed
+        if s.top_p is not None:
+            kwargs["top_p"] = s.top_p
+        if s.reasoning_effort is not None:
+            kwargs["reasoning_effort"] = s.reasoning_effort
+        clash = sorted(_LITELLM_ARGS.intersection(s.provider_options))
+        if clash:
+            raise ConfigError(
+                f"{self.name}: provider option {clash[0]!r} is an argument recursa passes to "
+                "LiteLLM itself: set it through recursa (call_timeout_s, max_retries, "
+                "base_url, api_key) and drop the option"
+            )
+        kwargs.update(s.provider_options)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self.api_key:

@@ -24,6 +24,13 @@ Speed on a small CPU is the design constraint:
   ``threads=`` set one count for both; ``OMP_WAIT_POLICY=ACTIVE`` trades that robustness for
   ~70% faster generation on an otherwise idle machine.
 
+Sampling: ``top_p`` is honoured; ``reasoning_effort`` is ignored (these models do not reason
+apart from their answer), without an error, so one setting can serve a run whose root is an API
+model and whose sub-calls are local. ``provider_options`` take llama.cpp's sampling options
+(:data:`LLAMA_SAMPLING_OPTIONS`: ``top_k``, ``min_p``, ``repeat_penalty``...); any other name is a
+:class:`~recursa.errors.ConfigError`. With no temperature the model decodes greedily, where
+those options change nothing.
+
 ``llama_cpp`` is imported on first use, never by ``import recursa``.
 """
 
@@ -50,6 +57,7 @@ __all__ = [
     "DEFAULT_OUTPUT_CHARS",
     "DEFAULT_ROOT_MAX_TOKENS",
     "DEFAULT_SUB_MAX_TOKENS",
+    "LLAMA_SAMPLING_OPTIONS",
     "LocalLM",
     "local_from_env",
 ]
@@ -65,6 +73,19 @@ DEFAULT_CHUNK_CHARS = 8_000
 # (the engine's 20,000 characters would cost over a minute every turn).
 DEFAULT_OUTPUT_CHARS = 8_000
 PROBE_RECORDS = "llama-probe.json"  # in the cache: which llama.cpp settings are safe here
+#: The provider options the local model takes: llama.cpp sampling arguments and their types.
+LLAMA_SAMPLING_OPTIONS: Mapping[str, type] = {
+    "top_k": int,
+    "min_p": float,
+    "typical_p": float,
+    "repeat_penalty": float,
+    "frequency_penalty": float,
+    "presence_penalty": float,
+    "tfs_z": float,
+    "mirostat_mode": int,
+    "mirostat_tau": float,
+    "mirostat_eta": float,
+}
 
 
 def _llama_cpp_installed() -> bool:
@@ -185,6 +206,7 @@ class LocalLM(BaseLM):
         default_max = DEFAULT_ROOT_MAX_TOKENS if conversation else DEFAULT_SUB_MAX_TOKENS
         abort = threading.Event()
         payload = [m.to_dict() for m in messages]
+        sampling = self._sampling(settings)
 
         def call() -> CallResult:
             self._ensure_file()
@@ -197,6 +219,7 @@ class LocalLM(BaseLM):
                 temperature=0.0 if settings.temperature is None else settings.temperature,
                 stop=list(settings.stop or ()),
                 seed=settings.seed,
+                sampling=sampling,
                 # A reply that must not be code (a direct answer) is never started as one.
                 code_turn=conversation and self.code_turns and settings.expect_code is not False,
                 abort=abort,
@@ -221,6 +244,23 @@ class LocalLM(BaseLM):
             calls=1,
         )
         return Completion(result.text, usage, self.name, result.finish_reason)
+
+    def _sampling(self, settings: LMSettings) -> dict[str, Any]:
+        """llama.cpp sampling arguments from ``top_p`` and the provider options, checked."""
+        out: dict[str, Any] = {} if settings.top_p is None else {"top_p": settings.top_p}
+        for key, value in settings.provider_options.items():
+            kind = LLAMA_SAMPLING_OPTIONS.get(key)
+            if kind is None:
+                raise ConfigError(
+                    f"{self.name}: unknown provider option {key!r}; the local model takes "
+                    f"llama.cpp's sampling options: {', '.join(LLAMA_SAMPLING_OPTIONS)}"
+                )
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if not (whole or (kind is float and isinstance(value, float))):
+                what = "a whole number" if kind is int else "a number"
+                raise ConfigError(f"{self.name}: provider option {key!r} must be {what}")
+            out[key] = kind(value)
+        return out
 
     async def _submit(self, fn: Callable[[], T], abort: threading.Event | None = None) -> T:
         """Run ``fn`` on the model's worker thread; abort it there if the caller gives up."""

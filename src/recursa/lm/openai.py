@@ -1,10 +1,18 @@
 """Any OpenAI-compatible Chat Completions endpoint: OpenAI, vLLM, llama.cpp server, OpenRouter,
-Ollama's ``/v1``. Spoken over plain HTTP with httpx; the ``openai`` package is not needed."""
+Ollama's ``/v1``, Gemini's and Azure OpenAI's compatible routes (see :mod:`recursa.lm.registry`).
+Spoken over plain HTTP with httpx; the ``openai`` package is not needed.
+
+Sampling: ``top_p`` and ``reasoning_effort`` are sent as the API names them (a model that does
+not reason rejects ``reasoning_effort`` with the provider's own 400 message), and
+``LMSettings.provider_options`` is merged into the JSON body last, so it can set any other
+field the server takes (``service_tier``, ``top_k`` on vLLM, ``logit_bias``...).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -35,7 +43,13 @@ class OpenAIChatLM(HTTPBackend):
             (``LMSettings.timeout_s`` overrides it per call); see :mod:`recursa.lm.retry`.
         retry: retry policy for 429/5xx/timeouts (:class:`~recursa.lm.retry.RetryPolicy`).
         client: an ``httpx.AsyncClient`` to use (and not close); tests pass one with a transport.
+        extra_body: JSON fields added to every request body.
         max_response_bytes: a larger response body is dropped and the call fails.
+        api_key_header: the header that carries the key: ``authorization`` (as a bearer token)
+            or another name that takes the bare key (Azure's ``api-key``).
+        query: query parameters of every request (Azure's ``api-version``).
+        max_tokens_field: the body field of the output cap (default: ``max_completion_tokens``
+            for api.openai.com, ``max_tokens`` for other servers, which mostly know only that).
     """
 
     def __init__(
@@ -50,6 +64,9 @@ class OpenAIChatLM(HTTPBackend):
         client: httpx.AsyncClient | None = None,
         extra_body: dict[str, Any] | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        api_key_header: str = "authorization",
+        query: Mapping[str, str] | None = None,
+        max_tokens_field: str | None = None,
     ) -> None:
         self.endpoint = "/chat/completions"
         self.max_response_bytes = max_response_bytes
@@ -60,7 +77,17 @@ class OpenAIChatLM(HTTPBackend):
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.extra_body = dict(extra_body or {})
+        self.api_key_header = api_key_header.lower()
+        self.query = dict(query or {})
+        # api.openai.com wants the newer name; most compatible servers only know the old one.
+        self.max_tokens_field = max_tokens_field or (
+            "max_completion_tokens" if "api.openai.com" in self.base_url else "max_tokens"
+        )
         super().__init__(client)
+
+    def _url(self) -> str:
+        url = f"{self.base_url}{self.endpoint}"
+        return f"{url}?{urlencode(self.query)}" if self.query else url
 
     def _payload(self, messages: Sequence[Message], s: LMSettings) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -70,20 +97,27 @@ class OpenAIChatLM(HTTPBackend):
         if s.temperature is not None:
             payload["temperature"] = s.temperature
         if s.max_output_tokens is not None:
-            # api.openai.com wants the newer name; most compatible servers only know the old one.
-            key = "max_completion_tokens" if "api.openai.com" in self.base_url else "max_tokens"
-            payload[key] = s.max_output_tokens
+            payload[self.max_tokens_field] = s.max_output_tokens
+        if s.top_p is not None:
+            payload["top_p"] = s.top_p
+        if s.reasoning_effort is not None:
+            payload["reasoning_effort"] = s.reasoning_effort
         if s.stop:
             payload["stop"] = list(s.stop)
         if s.seed is not None:
             payload["seed"] = s.seed
         payload.update(self.extra_body)
+        # Last: the user's pass-through may set any field the server takes. The fields recursa
+        # sets itself (model, messages, stream...) are refused when the settings are built.
+        payload.update(s.provider_options)
         return payload
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json"}
-        if self.api_key:
+        if self.api_key and self.api_key_header == "authorization":
             headers["authorization"] = f"Bearer {self.api_key}"
+        elif self.api_key:
+            headers[self.api_key_header] = self.api_key
         return headers
 
     def _parse(self, data: dict[str, Any]) -> Completion:

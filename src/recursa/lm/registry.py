@@ -1,7 +1,8 @@
 """One registry from ``provider:model`` strings to LM backends.
 
-Built in: ``openai:``, ``ollama:``, ``anthropic:``, ``litellm:``, ``scripted:FILE``, ``local``
-(the embedded llama.cpp model). Other packages add providers with :func:`register_provider` or
+Built in: ``openai:``, ``ollama:``, ``anthropic:``, ``gemini:`` and ``azure:`` (their
+OpenAI-compatible routes), ``litellm:``, ``scripted:FILE``, ``local`` (the embedded llama.cpp
+model). Other packages add providers with :func:`register_provider` or
 the ``recursa.providers`` entry-point group (each entry point names a factory
 ``(model, options, env) -> LM``).
 
@@ -15,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from recursa.errors import ConfigError, MissingAPIKeyError, UnknownProviderError
 from recursa.lm.base import LM, ProviderOptions
@@ -23,8 +24,10 @@ from recursa.lm.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_MODEL",
+    "GEMINI_BASE_URL",
     "ProviderFactory",
     "available_providers",
+    "azure_route",
     "default_model_spec",
     "parse_model",
     "register_provider",
@@ -56,6 +59,7 @@ _INFER: tuple[tuple[str, str], ...] = (
     ("o3", "openai"),
     ("o4", "openai"),
     ("claude-", "anthropic"),
+    ("gemini-", "gemini"),
 )
 
 
@@ -127,11 +131,8 @@ def resolve_model(
 
 # Providers people type that recursa reaches through LiteLLM, as LiteLLM's model prefix.
 _VIA_LITELLM = {
-    "gemini": "gemini",
-    "google": "gemini",
     "vertex": "vertex_ai",
     "vertex_ai": "vertex_ai",
-    "azure": "azure",
     "bedrock": "bedrock",
     "mistral": "mistral",
     "groq": "groq",
@@ -225,6 +226,89 @@ def _anthropic(model: str, options: ProviderOptions, env: Mapping[str, str]) -> 
     return AnthropicLM(_need_model("anthropic", model), **kwargs, **options.extra)
 
 
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
+
+
+def _gemini(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    """Gemini through its OpenAI-compatible route, with a bearer key."""
+    from recursa.lm.openai import OpenAIChatLM
+
+    api_key = options.api_key or env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY")
+    if not api_key:
+        raise _missing_key("gemini", "GEMINI_API_KEY (or GOOGLE_API_KEY)")
+    kwargs: dict[str, Any] = {
+        "base_url": options.base_url or GEMINI_BASE_URL,
+        "api_key": api_key,
+        "provider": "gemini",
+        "retry": _retry(options),
+    }
+    if options.timeout_s:
+        kwargs["timeout_s"] = options.timeout_s
+    return OpenAIChatLM(_need_model("gemini", model), **kwargs, **options.extra)
+
+
+def azure_route(
+    endpoint: str, deployment: str, api_version: str | None
+) -> tuple[str, dict[str, str]]:
+    """The base URL and query of an Azure OpenAI deployment: the v1 route
+    (``{endpoint}/openai/v1``, the deployment named in the body) without an api-version, the
+    classic ``{endpoint}/openai/deployments/{deployment}?api-version=...`` with one."""
+    root = endpoint.strip().rstrip("/")
+    if not root.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"the Azure endpoint {endpoint!r} is not a URL: set AZURE_OPENAI_ENDPOINT (or "
+            "--base-url) to https://RESOURCE.openai.azure.com"
+        )
+    for suffix in ("/openai/v1", "/openai"):  # the route is added here; accept it given too
+        if root.endswith(suffix):
+            root = root.removesuffix(suffix)
+            break
+    version = (api_version or "").strip()
+    if not version or version.lower() == "v1":
+        return f"{root}/openai/v1", {}
+    if version.lower() in ("preview", "latest"):  # the v1 route's own two versions
+        return f"{root}/openai/v1", {"api-version": version.lower()}
+    return f"{root}/openai/deployments/{quote(deployment, safe='')}", {"api-version": version}
+
+
+def _azure(deployment: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
+    """An Azure OpenAI deployment: the key goes in the ``api-key`` header, not as a bearer."""
+    from recursa.lm.openai import OpenAIChatLM
+
+    deployment = deployment or env.get("AZURE_OPENAI_DEPLOYMENT", "")
+    if not deployment:
+        raise ConfigError(
+            "azure: name a deployment, e.g. azure:my-gpt-4o (or set AZURE_OPENAI_DEPLOYMENT)"
+        )
+    endpoint = options.base_url or env.get("AZURE_OPENAI_ENDPOINT")
+    if not endpoint:
+        raise ConfigError(
+            "no endpoint for azure: set AZURE_OPENAI_ENDPOINT to your resource's URL "
+            "(https://RESOURCE.openai.azure.com) or pass --base-url"
+        )
+    api_key = options.api_key or env.get("AZURE_OPENAI_API_KEY")
+    if not api_key:
+        raise _missing_key("azure", "AZURE_OPENAI_API_KEY")
+    version = env.get("AZURE_OPENAI_API_VERSION")
+    base_url, query = azure_route(endpoint, deployment, version)
+    # The v1 route and api-versions from 2024-09-01 take the newer name (reasoning models
+    # need it); older api-versions know only max_tokens.
+    newer = not query or query["api-version"] in ("preview", "latest")
+    newer = newer or query["api-version"] >= "2024-09-01"
+    kwargs: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": api_key,
+        "provider": "azure",
+        "retry": _retry(options),
+        "api_key_header": "api-key",
+        "query": query,
+        "max_tokens_field": "max_completion_tokens" if newer else "max_tokens",
+    }
+    if options.timeout_s:
+        kwargs["timeout_s"] = options.timeout_s
+    return OpenAIChatLM(deployment, **kwargs, **options.extra)
+
+
 def _litellm(model: str, options: ProviderOptions, env: Mapping[str, str]) -> LM:
     from recursa.lm.litellm import LiteLLM
 
@@ -259,6 +343,8 @@ for _name, _factory in (
     ("openai", _openai),
     ("ollama", _ollama),
     ("anthropic", _anthropic),
+    ("gemini", _gemini),
+    ("azure", _azure),
     ("litellm", _litellm),
     ("scripted", _scripted),
     ("local", _local),

@@ -82,6 +82,9 @@ class ScriptedLM(BaseLM):
         self.name = name if name.startswith("scripted") else f"scripted:{name}"
         self.latency_s = latency_s
         self.calls: list[list[Message]] = []
+        # The settings each call was made with, index for index with ``calls`` (LMSettings()
+        # when none were given): tests check what a run asked of its models.
+        self.call_settings: list[LMSettings] = []
         # The reply to each call, index for index with ``calls``: None while a call waits out
         # ``latency_s``, and for one that got no reply (ScriptMismatch, a reply function that
         # raised, a cancelled call).
@@ -124,6 +127,7 @@ class ScriptedLM(BaseLM):
     ) -> Completion:
         index = len(self.calls)
         self.calls.append(list(messages))
+        self.call_settings.append(settings or LMSettings())
         self.replies_given.append(None)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from recursa.lm.base import LM, BaseLM
 from recursa.store import request_key
@@ -113,7 +113,8 @@ class ReplayLM(WrapperLM):
 
 class JournalSink:
     """A run's journal, the one place that writes to it: LM responses (through
-    :class:`JournalingLM`) and code cells (from the engine). A journal that fails stops
+    :class:`JournalingLM`), code cells (from the engine) and tool results (from
+    :mod:`recursa.toolcalls`). A journal that fails stops
     journaling for the whole run (which goes on, but cannot be resumed) and says so once."""
 
     def __init__(self, journal: Journal, warn: Callable[[str], None]) -> None:
@@ -129,6 +130,16 @@ class JournalSink:
             return
         try:
             self.journal.record_lm(key, model, scope.role, scope.depth, completion)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def record_tool(self, key: str, tool: str, outcome: dict[str, Any]) -> None:
+        """Record what a tool call returned (:mod:`recursa.toolcalls`), for a resumed run to
+        replay instead of calling the tool again."""
+        if self.journal is None:
+            return
+        try:
+            self.journal.record_tool(key, tool, outcome)
         except sqlite3.Error as exc:
             self._failed(exc)
 

@@ -287,7 +287,7 @@ class WorkerHost:
         dead: _Dead
         try:
             while True:
-                msg, size = await read_frame_sized(proc.stdout, cfg.max_frame_bytes)
+                msg, size = await read_frame_sized(proc.stdout, cfg.max_frame_bytes, cfg.functions)
                 if not self._busy:
                     raise ProtocolError(f"unsolicited '{msg.get('type')}' frame from the worker")
                 self._pending_frames += 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from recursa.sandbox.functions import DEFAULT_FUNCTIONS, FunctionTable
 from recursa.types import CellResult
 
 __all__ = [
@@ -81,6 +82,8 @@ class SandboxConfig:
         scratch_limit_mb: bytes on disk the worker's ``scratch/`` folder may hold in total
             (checked every half second while the worker lives; see ``docs/sandbox.md``).
         max_scratch_files: files and folders ``scratch/`` may hold.
+        functions: the host functions the worker offers and the host answers (the default
+            table, plus an engine's tools: see :meth:`SubCalls.sandbox_config`).
     """
 
     memory_limit_mb: int | None = 4096
@@ -100,6 +103,7 @@ class SandboxConfig:
     max_pending_bytes: int = 128 * 1024 * 1024
     scratch_limit_mb: int | None = 1024
     max_scratch_files: int | None = 100_000
+    functions: FunctionTable = field(default=DEFAULT_FUNCTIONS, compare=False, repr=False)
 
 
 @runtime_checkable

@@ -12,6 +12,10 @@ handler that answers one item. Everything else is derived from the table:
 A row with ``batched=True`` also gives ``<name>_batched``: each per-item parameter becomes a list
 (``prompt`` -> ``prompts``), the items are answered concurrently and in order, and a failed item
 comes back as an error string instead of failing the batch. A new host function is one row.
+
+A caller's own tools (:mod:`recursa.tools`) are rows too, added per engine with
+:meth:`FunctionTable.extended`: their parameters are of kind ``value`` (any JSON value, checked
+against the tool's own schema by the host, not here) and their ``handler`` is ``"tool"``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ MAX_BATCH = 10_000
 
 #: ``text``: any value, sent as ``str(value)``; ``json``: a str, list or dict (or None), sent
 #: as it is; ``model``: a model name or None. Batched entries send lists (``texts``, ``jsons``).
-Kind = Literal["text", "json", "model", "texts", "jsons"]
+#: ``value``: any JSON value (null included); an optional one the caller leaves out is not sent,
+#: so the host function's own default applies.
+Kind = Literal["text", "json", "model", "texts", "jsons", "value"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ class Param:
     required: bool = True
     per_item: bool = True  # in the batched form, one value per item (a list named <name>s)
     item: str = ""  # a batched list's single-item name ("prompts" -> "prompt")
+    keyword: bool = False  # keyword-only in the worker's function (after a bare ``*``)
 
     def batched(self) -> Param:
         """This parameter in the batched form: a list (an optional one may be left out by the
@@ -113,6 +120,10 @@ class Entry:
             raise ProtocolError(f"call frame: {self.name} needs an object of arguments")
         length: int | None = None
         for p in self.params:
+            if p.kind == "value":  # any JSON value; the tool's host handler checks its type
+                if p.required and p.name not in args:
+                    raise ProtocolError(f"call frame: {self.name} is missing {p.name!r}")
+                continue
             value = args.get(p.name)
             if value is None and p.kind not in ("texts", "jsons"):  # a batch's lists: always
                 if p.required:
@@ -141,7 +152,9 @@ class Entry:
         return {
             "name": self.name,
             "params": [
-                {"name": p.name, "kind": p.kind, "required": p.required} for p in self.params
+                {"name": p.name, "kind": p.kind, "required": p.required}
+                | ({"keyword": True} if p.keyword else {})
+                for p in self.params
             ],
             "batch": self.batch,
             "doc": self.doc,
@@ -202,6 +215,11 @@ class FunctionTable:
     def wire(self) -> list[dict[str, Any]]:
         """The table as the ``init`` frame carries it to the worker."""
         return [entry.wire() for entry in self]
+
+    def extended(self, rows: Iterable[HostFunction]) -> FunctionTable:
+        """This table with more rows (an engine's tools); ``self`` when there are none."""
+        rows = tuple(rows)
+        return FunctionTable((*self.rows, *rows)) if rows else self
 
 
 _PROMPT = Param("prompt", "text")

@@ -16,8 +16,7 @@ from typing import Any
 from recursa.sandbox._support import refuse_all as _refuse_all
 from recursa.sandbox._support import within
 from recursa.sandbox.base import CallHandler, CallRefused, SandboxConfig
-from recursa.sandbox.functions import DEFAULT_FUNCTIONS
-from recursa.sandbox.worker import BudgetExhaustedError, LLMQueryError, Repl, _to_text
+from recursa.sandbox.worker import BudgetExhaustedError, LLMQueryError, Repl, ToolError, _to_text
 from recursa.types import CellResult
 
 __all__ = ["InProcessSandbox"]
@@ -59,13 +58,15 @@ class InProcessSandbox:
         except CallRefused as exc:
             if exc.kind == "budget":
                 raise BudgetExhaustedError(str(exc)) from None
+            if exc.kind == "tool":
+                raise ToolError(str(exc)) from None
             raise LLMQueryError(str(exc)) from None
         except Exception as exc:
             raise LLMQueryError(f"{type(exc).__name__}: {exc}") from None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._repl = Repl(self._call, self.config.max_captured_chars, DEFAULT_FUNCTIONS.wire())
+        self._repl = Repl(self._call, self.config.max_captured_chars, self.config.functions.wire())
         for name, (value, alias) in self._contexts.items():
             self._bind(name, value, alias)
 

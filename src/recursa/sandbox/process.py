@@ -33,7 +33,6 @@ from typing import Any
 from recursa.sandbox import isolation
 from recursa.sandbox._cgroup import PidsCgroup
 from recursa.sandbox._host import WorkerHost
-from recursa.sandbox.functions import DEFAULT_FUNCTIONS
 
 __all__ = ["HARDEN_PATH", "WORKER_PATH", "ProcessSandbox", "host_is_protected"]
 
@@ -129,7 +128,7 @@ class ProcessSandbox(WorkerHost):
             # behind; it asks the kernel to kill it when this process goes away.
             "host_pid": os.getpid(),
             # The worker builds llm_query & co. from the host's one table of functions.
-            "functions": DEFAULT_FUNCTIONS.wire(),
+            "functions": self.config.functions.wire(),
         }
 
     def _hardening_options(self) -> dict[str, Any]:

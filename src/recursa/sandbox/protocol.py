@@ -41,9 +41,10 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int) -> dict[str, 
 
 
 async def read_frame_sized(
-    reader: asyncio.StreamReader, max_bytes: int
+    reader: asyncio.StreamReader, max_bytes: int, functions: FunctionTable = DEFAULT_FUNCTIONS
 ) -> tuple[dict[str, Any], int]:
-    """:func:`read_frame`, also returning the frame's size on the wire."""
+    """:func:`read_frame`, also returning the frame's size on the wire; ``call`` frames are
+    checked against ``functions`` (the sandbox's own table)."""
     try:
         header = await reader.readexactly(HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -65,7 +66,7 @@ async def read_frame_sized(
         raise ProtocolError("the worker sent JSON nested too deeply to parse") from exc
     except MemoryError as exc:
         raise ProtocolError(f"the worker sent a {size}-byte frame the host cannot decode") from exc
-    return validate_worker_message(msg), HEADER.size + size
+    return validate_worker_message(msg, functions), HEADER.size + size
 
 
 def _need(msg: dict[str, Any], key: str, types: type | tuple[type, ...]) -> Any:

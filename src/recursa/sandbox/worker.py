@@ -50,6 +50,11 @@ class BudgetExhaustedError(RuntimeError):
     """The run's budget (calls, tokens, cost or time) is used up: no more sub-calls."""
 
 
+class ToolError(RuntimeError):
+    """A tool (a function the application runs on the host) failed, refused its arguments or
+    timed out; the message names the tool and says why (with the tool's own error type)."""
+
+
 # ---- output capture ---------------------------------------------------------------------------
 
 
@@ -151,6 +156,7 @@ class Repl:
             "FINAL": FINAL,
             "FINAL_VAR": FINAL_VAR,
             "SHOW_VARS": SHOW_VARS,
+            "ToolError": ToolError,  # so that model code can catch what a tool raised
             **HELPERS,
         }
 
@@ -206,21 +212,34 @@ class Repl:
         }
 
 
-def _jsonable(value: object, what: str = "rlm_query context") -> Any:
-    """Values sent to the host (a child RLM's context) must survive JSON: str, numbers, lists,
-    dicts of str keys."""
+def _jsonable(
+    value: object, what: str = "rlm_query context", kinds: str = "str, list or dict"
+) -> Any:
+    """Values sent to the host (a child RLM's context, a tool's arguments) must survive JSON:
+    str, numbers, lists, dicts of str keys."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v, what) for v in value]
+        return [_jsonable(v, what, kinds) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v, what) for k, v in value.items()}
+        return {str(k): _jsonable(v, what, kinds) for k, v in value.items()}
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     raise TypeError(
-        f"{what} must be str, list or dict (got {type(value).__name__}); "
-        "convert it first, e.g. with str()"
+        f"{what} must be {kinds} (got {type(value).__name__}); convert it first, e.g. with str()"
     )
+
+
+class _Omitted:
+    """The default of a tool's optional parameter in the worker: left out of the call frame,
+    so the host applies the tool's own default."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_OMITTED = _Omitted()
+_JSON_KINDS = "a JSON value: str, int, float, bool, None, or a list or dict of them"
 
 
 def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
@@ -239,9 +258,14 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
 
     # How an argument is named in an error ("rlm_query context"), worked out once.
     whats = {n: f"{base} {n.removesuffix('s') if batch else n}" for n in names}
+    whats.update(
+        {str(p["name"]): f"{name}() argument {p['name']!r}" for p in params if p["kind"] == "value"}
+    )
 
     def convert(p: JSON, value: Any) -> Any:
         kind, what = p["kind"], whats[p["name"]]
+        if kind == "value":
+            return _jsonable(value, what, _JSON_KINDS)
         if kind == "text":
             return None if value is None and not p.get("required") else str(value)
         if kind == "json":
@@ -265,7 +289,11 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
         if select:  # the caller's own objects come back, so materialise them once
             if _is_list_like(values[select]):
                 values[select] = list(values[select])
-        payload = {p["name"]: convert(p, values[p["name"]]) for p in params}
+        payload = {
+            p["name"]: convert(p, values[p["name"]])
+            for p in params
+            if values[p["name"]] is not _OMITTED
+        }
         if batch:
             first = lists[0]["name"]
             n = len(payload[first])
@@ -287,19 +315,23 @@ def host_function(call: Call, spec: JSON) -> Callable[..., Any]:
             return [item for item, keep in zip(values[select], value) if keep is True]
         return value
 
-    signature, optional = [], False
+    signature, optional, star = [], False, False
     for n, p in zip(names, params, strict=True):
-        if p.get("required") and optional:
+        if p.get("keyword") and not star:
+            signature.append("*")
+            star = True
+        if p.get("required") and optional and not star:
             raise ValueError(
                 f"host function {name!r}: a required parameter follows an optional one"
             )
         optional = optional or not p.get("required")
-        signature.append(n if p.get("required") else f"{n}=None")
+        default = "_OMITTED" if p["kind"] == "value" else "None"
+        signature.append(n if p.get("required") else f"{n}={default}")
     source = (
         f"def {name}({', '.join(signature)}):\n"
         f"    return _send({{{', '.join(f'{n!r}: {n}' for n in names)}}})\n"
     )
-    scope: JSON = {"_send": send}
+    scope: JSON = {"_send": send, "_OMITTED": _OMITTED}
     exec(compile(source, f"<host function {name}>", "exec"), scope)
     function: Callable[..., Any] = scope[name]
     function.__doc__ = spec.get("doc")
@@ -631,6 +663,8 @@ class Worker:
         if msg.get("kind") == "budget":
             self._budget_gone = True
             raise BudgetExhaustedError(msg.get("error") or "budget exhausted")
+        if msg.get("kind") == "tool":
+            raise ToolError(msg.get("error") or f"{fn} failed")
         raise LLMQueryError(msg.get("error") or "sub-call failed")
 
     def handle_init(self, msg: JSON) -> JSON:

@@ -12,7 +12,8 @@ How a conversation becomes a run:
   the question's own text (a ``str``): pasting a long document with a question still works.
 
 Only text is accepted; images, audio and files get a 400 rather than being silently dropped.
-Extra body field ``recursa`` holds options of ours: ``progress`` (bool) and limits to tighten.
+Extra body field ``recursa`` holds options of ours: ``progress`` (bool), ``session`` (an id:
+continue in that session's REPL, see :mod:`recursa.server.sessions`) and limits to tighten.
 
 A body is checked before anything reads it (:func:`decode_body`): JSON nested deeper than
 :data:`MAX_JSON_DEPTH` is a 400, and lone surrogates (``"\\ud800"``, which no UTF-8 writer
@@ -34,6 +35,7 @@ from recursa.errors import (
     RecursaError,
     SandboxError,
 )
+from recursa.sampling import check_reasoning_effort, check_top_p
 from recursa.server.errors import RequestError, ServerBusy
 from recursa.types import Result
 
@@ -105,6 +107,10 @@ class ChatRequest:
     progress: bool | None = None  # None: the server's default
     limits: Mapping[str, Any] = field(default_factory=dict)
     temperature: float | None = None
+    session: str | None = None  # recursa.session: continue in that session's REPL
+    top_p: float | None = None
+    reasoning_effort: str | None = None
+    attachments: tuple[str, ...] = ()  # the last message's text parts before the question
 
 
 def _texts(content: Any, where: str) -> list[str]:
@@ -135,7 +141,7 @@ def _label(message: Mapping[str, Any]) -> str:
     return f"{message['role']} ({name})" if isinstance(name, str) and name else message["role"]
 
 
-def _messages(body: Mapping[str, Any]) -> tuple[str, str | list[str]]:
+def _messages(body: Mapping[str, Any]) -> tuple[str, str | list[str], list[str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list", param="messages")
@@ -164,7 +170,7 @@ def _messages(body: Mapping[str, Any]) -> tuple[str, str | list[str]]:
         raise RequestError("the last user message has no text; it is the question", param=where)
     question = parts[-1]
     entries += [f"user (attachment): {t}" for t in parts[:-1]]
-    return question, (entries or question)
+    return question, (entries or question), parts[:-1]
 
 
 def _flag(body: Mapping[str, Any], key: str, param: str) -> bool | None:
@@ -196,7 +202,12 @@ def parse_chat_request(body: Any) -> ChatRequest:
     ours = {} if body.get("recursa") is None else body["recursa"]
     if not isinstance(ours, dict):
         raise RequestError("recursa must be an object", param="recursa")
-    question, context = _messages(body)
+    question, context, attachments = _messages(body)
+    session = ours.get("session")
+    if session is not None:
+        from recursa.server.sessions import check_session_id
+
+        session = check_session_id(session)
     return ChatRequest(
         model=model.strip(),
         question=question,
@@ -204,9 +215,31 @@ def parse_chat_request(body: Any) -> ChatRequest:
         stream=bool(_flag(body, "stream", "stream")),
         include_usage=bool(_flag(options, "include_usage", "stream_options.include_usage")),
         progress=_flag(ours, "progress", "recursa.progress"),
-        limits={k: v for k, v in ours.items() if k != "progress"},
+        limits={k: v for k, v in ours.items() if k not in ("progress", "session")},
         temperature=None if temperature is None else float(temperature),
+        session=session,
+        attachments=tuple(attachments),
+        **_sampling(body),
     )
+
+
+def _sampling(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``top_p`` and ``reasoning_effort``, checked (the other sampling fields a client could
+    send stay the server's: provider options are never taken from a client)."""
+    try:
+        return {
+            "top_p": check_top_p(body.get("top_p")),
+            "reasoning_effort": check_reasoning_effort(body.get("reasoning_effort")),
+        }
+    except ConfigError as exc:
+        param = "top_p" if str(exc).startswith("top_p") else "reasoning_effort"
+        raise RequestError(str(exc), param=param) from None
+
+
+def request_sampling(req: ChatRequest) -> dict[str, Any]:
+    """The request's sampling as RLM keyword arguments (only what it set)."""
+    pairs = (("top_p", req.top_p), ("reasoning_effort", req.reasoning_effort))
+    return {k: v for k, v in pairs if v is not None}
 
 
 # ---- responses ------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ class ServerConfig:
         limits: the limits of every run; requests may only tighten them.
         max_concurrent_runs: runs at once; past it, requests are refused with 429 at once.
         retry_after_s: what the 429 answer tells clients to wait.
+        max_sessions: live sessions at once (requests naming ``recursa.session``); the one
+            idle longest is closed to make room.
+        session_idle_s: a session without a question for this long is closed.
         api_key: when set, HTTP clients must send ``Authorization: Bearer <api_key>``.
         max_body_bytes: largest request body accepted (413 past it).
         progress: stream progress chunks unless a request says otherwise.
@@ -106,6 +109,8 @@ class ServerConfig:
     limits: Limits = DEFAULT_LIMITS
     max_concurrent_runs: int = 4
     retry_after_s: int = 5
+    max_sessions: int = 16
+    session_idle_s: float = 900.0
     api_key: str | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     progress: bool = False
@@ -115,9 +120,17 @@ class ServerConfig:
     rlm_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_concurrent_runs", "max_body_bytes", "keep_runs", "retry_after_s"):
+        for name in (
+            "max_concurrent_runs",
+            "max_body_bytes",
+            "keep_runs",
+            "retry_after_s",
+            "max_sessions",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if not self.session_idle_s > 0:
+            raise ConfigError(f"session_idle_s must be above 0 (got {self.session_idle_s})")
         for alias, spec in self.aliases.items():
             if alias == "rlm" or not _ALIAS.match(alias):
                 raise ConfigError(

@@ -47,6 +47,7 @@ from recursa.server.chat import (
     error_for,
     finish_reason,
     parse_chat_request,
+    request_sampling,
     run_info,
     scrub,
     usage_body,
@@ -54,6 +55,7 @@ from recursa.server.chat import (
 from recursa.server.config import ModelChoice, ServerConfig, tighten_limits
 from recursa.server.errors import BodyTooLarge, RequestError
 from recursa.server.runs import RunHandle, RunManager
+from recursa.server.sessions import SessionEntry
 
 __all__ = ["create_app", "serve"]
 
@@ -189,16 +191,51 @@ async def _complete(
 
 def _prepare(
     manager: RunManager, raw: bytes
-) -> tuple[ChatRequest, ModelChoice, Limits, Context, tuple[RLM, list[LM]]]:
+) -> tuple[ChatRequest, ModelChoice, Limits, Context, tuple[RLM, list[LM]] | None]:
     """Everything a run needs from a request body. Runs in a worker thread: a big or hostile
-    body (32 MB of JSON, a huge context) costs CPU that must not stall the event loop."""
+    body (32 MB of JSON, a huge context) costs CPU that must not stall the event loop. A
+    question for a live session needs no new RLM (None)."""
     cfg = manager.config
     req = parse_chat_request(decode_body(raw))
     choice = cfg.choose_model(req.model)
     limits = tighten_limits(cfg.limits, req.limits)
-    context = load_context(req.context)
-    built = manager.build_rlm(choice, limits, req.temperature)
+    live = req.session is not None and manager.sessions.get(req.session) is not None
+    if live and req.attachments:
+        attached = req.attachments
+        context = load_context(attached[0] if len(attached) == 1 else list(attached))
+    else:
+        context = load_context(req.context)
+    sampling = request_sampling(req)
+    built = None if live else manager.build_rlm(choice, limits, req.temperature, sampling)
     return req, choice, limits, context, built
+
+
+async def _take_session(
+    manager: RunManager,
+    req: ChatRequest,
+    choice: ModelChoice,
+    limits: Limits,
+    context: Context,
+    built: tuple[RLM, list[LM]] | None,
+) -> SessionEntry:
+    """The request's session, busy: started with this request's context, or (live) given the
+    last message's attachments as one more context."""
+    assert req.session is not None
+
+    def build() -> tuple[RLM, list[LM]]:
+        return built or manager.build_rlm(choice, limits, req.temperature, request_sampling(req))
+
+    entry, created = manager.sessions.acquire(req.session, req.model, build, context)
+    if built is not None and not created:  # went live in the meantime: not needed
+        for lm in built[1]:
+            await lm.aclose()
+    if not created and req.attachments:
+        try:
+            await entry.open(None).add_context(context)
+        except BaseException:
+            manager.sessions.release(entry)
+            raise
+    return entry
 
 
 async def chat_completions(request: Request) -> Response:
@@ -208,16 +245,25 @@ async def chat_completions(request: Request) -> Response:
         raw = await _read_body(request, cfg.max_body_bytes)
         req, choice, limits, context, built = await asyncio.to_thread(_prepare, manager, raw)
         progress = req.stream and (cfg.progress if req.progress is None else req.progress)
-        handle = manager.start(
-            choice,
-            req.question,
-            context,
-            limits=limits,
-            temperature=req.temperature,
-            progress=progress,
-            source="openai",
-            built=built,
-        )
+        session = None
+        if req.session is not None:
+            session = await _take_session(manager, req, choice, limits, context, built)
+        try:
+            handle = manager.start(
+                choice,
+                req.question,
+                context,
+                limits=limits,
+                temperature=req.temperature,
+                progress=progress,
+                source="openai",
+                built=built,
+                session=session,
+            )
+        except BaseException:
+            if session is not None:
+                manager.sessions.release(session)
+            raise
     except ClientDisconnect:  # gone while sending the body: nobody to answer
         return Response(status_code=499)
     except Exception as exc:

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from recursa.server.chat import scrub
 from recursa.server.config import ModelChoice, ServerConfig
 from recursa.server.errors import ModelNotFound, RunNotFound, ServerBusy
 from recursa.server.progress import ProgressEvent, ProgressTracker
+from recursa.server.sessions import SessionEntry, SessionPool
 from recursa.types import Result
 
 if TYPE_CHECKING:
@@ -198,21 +199,29 @@ class RunManager:
             RunStore(config.stored_runs_dir, config.keep_runs) if config.store_runs else None
         )
         self.runs: dict[str, RunHandle] = {}
+        self.sessions = SessionPool(
+            config.max_sessions, config.session_idle_s, config.retry_after_s
+        )
 
     @property
     def active(self) -> int:
         return len(self.runs)
 
     def build_rlm(
-        self, choice: ModelChoice, limits: Limits, temperature: float | None
+        self,
+        choice: ModelChoice,
+        limits: Limits,
+        temperature: float | None,
+        sampling: Mapping[str, Any] | None = None,
     ) -> tuple[RLM, list[LM]]:
         """An RLM for one request, and the models it runs (for the caller to close); any model
-        that cannot be built is a 404 for the client."""
+        that cannot be built is a 404 for the client. ``sampling`` holds the request's other
+        sampling keywords (``top_p``, ``reasoning_effort``); they win over ``rlm_options``."""
         try:
             models = build_models(self.config, choice)
             # A request cannot be resumed once its client is gone, and a journal would keep a
             # copy of every client's context: server runs keep their trace and summary only.
-            options = {"journal": False, **dict(self.config.rlm_options)}
+            options = {"journal": False, **dict(self.config.rlm_options), **dict(sampling or {})}
             root, sub = models[0], (models[1] if len(models) > 1 else None)
             rlm = RLM(root, sub, limits=limits, temperature=temperature, **options)
         except ConfigError as exc:
@@ -232,11 +241,14 @@ class RunManager:
         progress: bool = False,
         source: str = "api",
         built: tuple[RLM, list[LM]] | None = None,
+        session: SessionEntry | None = None,
     ) -> RunHandle:
         """Start a run now or raise :class:`ServerBusy`; never waits for a slot.
 
         ``built`` is what :meth:`build_rlm` returned for this request, when the caller built
-        it already (off the event loop); otherwise it is built here.
+        it already (off the event loop); otherwise it is built here. With ``session`` (taken
+        from :attr:`sessions`, busy), the question is asked in that session's REPL and the
+        session is released when it is answered.
         """
         cfg = self.config
         # No await between this check and the insertion below, so two requests cannot both
@@ -244,7 +256,11 @@ class RunManager:
         if len(self.runs) >= cfg.max_concurrent_runs:
             raise ServerBusy(cfg.max_concurrent_runs, cfg.retry_after_s)
         limits = limits or cfg.limits
-        rlm, models = built or self.build_rlm(choice, limits, temperature)
+        models: list[LM]
+        if session is not None:
+            rlm, models = session.rlm, []  # the pool owns the session's models
+        else:
+            rlm, models = built or self.build_rlm(choice, limits, temperature)
         handle = RunHandle(new_run_id())
         while handle.run_id in self.runs:  # same second, same random suffix: draw again
             handle = RunHandle(new_run_id())
@@ -262,11 +278,13 @@ class RunManager:
                 "parts": len(context.parts),
             },
             "limits": dataclasses.asdict(limits),
+            "session": session.session_id if session is not None else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         self.runs[handle.run_id] = handle
         handle.task = asyncio.create_task(
-            self._execute(handle, rlm, models, question, context, tracker), name=handle.run_id
+            self._execute(handle, rlm, models, question, context, tracker, session),
+            name=handle.run_id,
         )
         # A task cancelled before it first ran never enters _execute's finally: end it here.
         handle.task.add_done_callback(lambda _: self._finish(handle, "cancelled"))
@@ -300,13 +318,20 @@ class RunManager:
         question: str,
         context: Context,
         processors: list[ProgressTracker],
+        session: SessionEntry | None = None,
     ) -> Result:
         trace = self.store.trace_path(handle.run_id) if self.store else None
         status, error, result = "failed", None, None
         try:
-            result = await rlm.arun(
-                question, context, trace=trace, run_id=handle.run_id, processors=processors
-            )
+            if session is not None:
+                # A new session's trace goes into its first question's run folder.
+                result = await session.open(trace).ask(
+                    question, processors=processors, run_id=handle.run_id
+                )
+            else:
+                result = await rlm.arun(
+                    question, context, trace=trace, run_id=handle.run_id, processors=processors
+                )
             status = "final" if not result.partial else "stopped"
             return result
         except asyncio.CancelledError:
@@ -320,6 +345,8 @@ class RunManager:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if session is not None:
+                self.sessions.release(session)
             # Here rather than in a done callback, so that whoever awaits the run sees its
             # slot already free.
             self._finish(handle, status, error, result)
@@ -335,3 +362,4 @@ class RunManager:
             handle.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(h.task for h in handles), return_exceptions=True)
+        await self.sessions.aclose()

@@ -122,7 +122,8 @@ class FakeLLMServer:
         latency_s: how long every request waits before it is answered.
         log_path: append every request as one JSON line to this file (flushed at once, so a
             killed client's requests are there to read).
-        api_key: when set, requests without this key (bearer or ``x-api-key``) get a 401.
+        api_key: when set, requests without this key (bearer, ``x-api-key`` for the Messages
+            API, or Azure's ``api-key``) get a 401.
         cached_tokens, cache_creation_tokens: prompt tokens reported as cache reads (both APIs)
             and cache writes (Anthropic).
         models: the ids ``GET /v1/models`` lists.
@@ -295,7 +296,8 @@ class FakeLLMServer:
 
     def _answer(self, h: _Handler, method: str) -> None:
         raw = h.rfile.read(int(h.headers.get("content-length") or 0))
-        path = urlsplit(h.path).path
+        url = urlsplit(h.path)
+        path = url.path
         api = route(method, path)
         try:
             body = json.loads(raw) if raw else None
@@ -311,6 +313,7 @@ class FakeLLMServer:
             time.time(),
             normalise_messages(api, body),
             peer=f"{h.client_address[0]}:{h.client_address[1]}",
+            query=url.query,
         )
         fault, text = self._decide(req)
         req, n = self._record(req, fault, text)

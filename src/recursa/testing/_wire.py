@@ -133,6 +133,7 @@ class RecordedRequest:
     fault: str | None = None
     reply: str | None = None
     peer: str = ""  # the client's "host:port": one per connection, so pooling shows
+    query: str = ""  # the URL's query string, undecoded (Azure's "api-version=...")
 
     @property
     def model(self) -> str | None:
@@ -151,6 +152,7 @@ class RecordedRequest:
             "time": self.time,
             "method": self.method,
             "path": self.path,
+            "query": self.query,
             "api": self.api,
             "status": self.status,
             "fault": self.fault,
@@ -196,7 +198,9 @@ def _api_key_sent(api: str, headers: dict[str, str]) -> str | None:
     if api == "anthropic":
         return headers.get("x-api-key")
     auth = headers.get("authorization", "")
-    return auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+    if auth.startswith("Bearer "):
+        return auth.removeprefix("Bearer ")
+    return headers.get("api-key")  # Azure OpenAI's header
 
 
 def refusal(api: str, body: Any, headers: dict[str, str], api_key: str | None) -> Fault | None:

@@ -99,15 +99,33 @@ def _root_call(tree: SpanTree, iteration: Span) -> Span | None:
     return None
 
 
+def _checked(messages: list[Any]) -> list[dict[str, str]]:
+    """Messages from a trace as ``{"role", "content"}`` dicts; :class:`_Skip` if malformed."""
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or "content" not in m:
+            raise _Skip("malformed root messages")
+        out.append({"role": str(m["role"]), "content": str(m["content"])})
+    return out
+
+
 def _turns(tree: SpanTree, run: Span) -> list[list[dict[str, str]]]:
     """Every root turn of ``run`` as its full message list plus the reply; raise :class:`_Skip`."""
-    iterations = sorted(
-        (s for s in tree.children.get(run.id, []) if s.kind == "iteration"),
-        key=lambda s: (int(s.attrs.get("index") or 0), s.start),
+    # Root turns and compactions in the order they happened: a compaction replaces the
+    # conversation with the one its span records, which the next root call then sends whole.
+    steps = sorted(
+        (s for s in tree.children.get(run.id, []) if s.kind in ("iteration", "compaction")),
+        key=lambda s: s.start,
     )
     history: list[dict[str, str]] = []
     out: list[list[dict[str, str]]] = []
-    for it in iterations:
+    compacted = False
+    for it in steps:
+        if it.kind == "compaction":
+            if it.status != "ok" or not isinstance(it.attrs.get("messages"), list):
+                raise _Skip("a compaction without its messages in the trace")
+            history, compacted = _checked(it.attrs["messages"]), True
+            continue
         call = _root_call(tree, it)
         if call is None or call.status != "ok" or "response" not in call.attrs:
             break  # the turn never got its reply (the budget ran out mid-call, an error)
@@ -115,10 +133,9 @@ def _turns(tree: SpanTree, run: Span) -> list[list[dict[str, str]]]:
         new = a.get("new_messages")
         if not isinstance(new, list):
             raise _Skip("no full root messages in the trace (written by an older recursa)")
-        for m in new:
-            if not isinstance(m, dict) or m.get("role") not in ROLES or "content" not in m:
-                raise _Skip("malformed new_messages")
-            history.append({"role": str(m["role"]), "content": str(m["content"])})
+        if not compacted:  # after a compaction, its messages are the whole prompt already
+            history.extend(_checked(new))
+        compacted = False
         if a.get("n_messages") is not None and int(a["n_messages"]) != len(history):
             raise _Skip("root messages are missing from the trace")
         response = str(a.get("response") or "")

@@ -84,7 +84,24 @@ def span_label(span: Span, full: bool = False, usage: Usage | None = None) -> st
             if a.get("failed"):
                 label += f" [red]{a['failed']} unanswered[/]"
         return label + _dur(span) + err
+    if span.kind == "compaction":
+        return _compaction_label(span, full) + _dur(span) + err
     return escape(span.name) + _dur(span) + err
+
+
+def _compaction_label(span: Span, full: bool) -> str:
+    """``compaction 1 · 6 turns → summary · ~7,900→2,100 tok · 1,234 chars``."""
+    a = span.attrs
+    label = (
+        f"[cyan]{escape(span.name)}[/] · {a.get('turns_removed', '?')} turns → summary · "
+        f"~{a.get('tokens_before', 0):,}→{a.get('tokens_after', 0):,} tok of "
+        f"{a.get('window', 0):,}"
+    )
+    if a.get("summary_chars") is not None:
+        label += f" · {a['summary_chars']:,} chars"
+    if full and a.get("summary"):
+        label += f"\n[dim]{escape(str(a['summary'])[:2000])}[/]"
+    return label
 
 
 def render_tree(trace: TraceFile, *, full: bool = False) -> Tree:

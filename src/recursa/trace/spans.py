@@ -1,8 +1,9 @@
 """Spans and the tracer that hands them to processors.
 
-A run is a tree of spans: ``run`` -> ``iteration`` -> (``lm_call``, ``cell`` -> ``sub_call`` ->
-(``lm_call`` | child ``run``)). Processors receive each span when it starts and when it ends;
-the JSONL writer, the CLI's live progress and the OpenTelemetry bridge are processors.
+A run is a tree of spans: ``run`` -> ``iteration`` -> (``lm_call``, ``cell`` -> (``sub_call`` ->
+(``lm_call`` | child ``run``)) | ``tool``); a ``tool`` span is one call of the caller's tools.
+Processors receive each span when it starts and when it ends; the JSONL writer, the CLI's live
+progress and the OpenTelemetry bridge are processors.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["SPAN_KINDS", "Span", "TraceProcessor", "Tracer", "new_id"]
 
-SPAN_KINDS = frozenset({"run", "iteration", "lm_call", "cell", "sub_call"})
+SPAN_KINDS = frozenset({"run", "iteration", "lm_call", "cell", "sub_call", "tool"})
 
 
 def new_id() -> str:

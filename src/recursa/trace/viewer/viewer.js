@@ -142,6 +142,11 @@
         main = s.name + (a.final !== null && a.final !== undefined ? " ✓ FINAL" : "");
         rest = oneLine(firstLine(a.code), 200);
         break;
+      case "compaction":
+        main = s.name + " · " + (a.turns_removed === undefined ? "?" : a.turns_removed) +
+          " turns → summary";
+        rest = "~" + fmtInt(a.tokens_before) + " → " + fmtInt(a.tokens_after) + " tokens";
+        break;
       case "sub_call":
         main = (a.fn || s.name) + ((a.n || 1) !== 1 ? " ×" + a.n : "");
         rest = n.kids.length ? n.kids.length + (n.kids.length === 1 ? " call" : " calls") : "";
@@ -461,6 +466,14 @@
                    ["output cut", a.output_cut_chars ? fmtInt(a.output_cut_chars) + " chars" : ""],
                    ["fatal", a.fatal ? a.fatal_reason || "yes" : ""]]));
       cellSections(n, add, "");
+    } else if (s.kind === "compaction") {
+      // Older root turns replaced by a summary; the whole transcript went into the REPL.
+      f.append(kv([["window", fmtInt(a.window)], ["threshold", fmtInt(a.threshold_tokens)],
+                   ["tokens before", fmtInt(a.tokens_before)],
+                   ["tokens after", fmtInt(a.tokens_after)],
+                   ["turns removed", a.turns_removed], ["request form", a.form],
+                   ["transcript messages", a.transcript_messages]]));
+      add(section("Summary", a.summary, "resp"));
     } else if (s.kind === "sub_call") {
       f.append(kv([["function", a.fn], ["items", a.n], ["depth", a.depth],
                    ["instruction", a.op ? a.instruction : ""],
