@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "Context",
     "ContextSource",
+    "FileOrigin",
     "load_context",
 ]
 
@@ -83,6 +84,18 @@ _TOTAL_OPTION = "--max-context-mb (max_context_bytes= in Python)"
 
 
 @dataclass(frozen=True)
+class FileOrigin:
+    """How to read a context made only of files and folders again: the run journal keeps this
+    instead of the text (see :mod:`recursa.context_ref`)."""
+
+    paths: tuple[str, ...]  # the sources, absolute
+    format: str
+    max_file_bytes: int
+    max_context_bytes: int
+    files: tuple[tuple[str, int, int], ...]  # each file read: (absolute path, size, mtime_ns)
+
+
+@dataclass(frozen=True)
 class Context:
     """A loaded context and what the root model is told about it."""
 
@@ -92,6 +105,8 @@ class Context:
     sources: tuple[str, ...] = ()
     multi: bool = False
     _parts: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+    # Set when every source was a regular file or a folder, so the text can be found again.
+    origin: FileOrigin | None = field(default=None, repr=False, compare=False)
 
     @property
     def parts(self) -> tuple[tuple[str, int], ...]:
@@ -213,6 +228,18 @@ class _Budget:
     max_file: int
     max_total: int
     used: int = 0
+    # Each regular file read, (absolute path, size, mtime_ns) as fstat saw it, for the run
+    # journal to find them again; ``repeatable`` is False once a pipe was read (it cannot be).
+    files: list[tuple[str, int, int]] = field(default_factory=list)
+    repeatable: bool = True
+
+    def read(self, path: Path, st: os.stat_result, size: int) -> None:
+        """Count ``size`` bytes read from ``path`` (``st`` its fstat)."""
+        self.used += size
+        if stat.S_ISREG(st.st_mode):
+            self.files.append((os.path.abspath(path), st.st_size, st.st_mtime_ns))
+        else:
+            self.repeatable = False
 
     def __post_init__(self) -> None:
         for name, value in (
@@ -290,7 +317,7 @@ def _read_file(path: Path, label: str, warnings: list[str], budget: _Budget) -> 
         raise budget.too_big(str(path), None)
     if _looks_binary(data[:_SNIFF]):
         raise ContextError(f"{path} looks like a binary file; give a text file or a folder")
-    budget.used += len(data)
+    budget.read(path, st, len(data))
     return _decode(data, label, warnings)
 
 
@@ -314,7 +341,7 @@ def _read_member(path: Path, budget: _Budget) -> bytes | str:
         data = _read_capped(f, budget.room(), head)
     if data is None:  # it grew since fstat
         raise budget.too_big(str(path), None)
-    budget.used += len(data)
+    budget.read(path, st, len(data))
     return data
 
 
@@ -547,13 +574,18 @@ def load_context(
     for value, _, label in loaded:
         _check_value(value, label)
     warnings = [_name(w) for w in warnings]
+    origin = None
+    if budget.repeatable and all(isinstance(s, os.PathLike) for s in sources):
+        paths = tuple(os.path.abspath(Path(s).expanduser()) for s in sources)  # type: ignore[arg-type]
+        origin = FileOrigin(paths, fmt, max_file_bytes, max_context_bytes, tuple(budget.files))
     if len(loaded) == 1:
         value, kind, label = loaded[0]
-        ctx = Context(value, kind, tuple(warnings), (label,), False, _parts_of(value))
+        ctx = Context(value, kind, tuple(warnings), (label,), False, _parts_of(value), origin)
     else:
         value = [v for v, _, _ in loaded]
         parts = tuple((label, _size(v)) for v, _, label in loaded)
-        ctx = Context(value, "multiple", tuple(warnings), tuple(x[2] for x in loaded), True, parts)
+        labels = tuple(x[2] for x in loaded)
+        ctx = Context(value, "multiple", tuple(warnings), labels, True, parts, origin)
     if ctx.total_chars == 0:
         raise ContextError(
             "the context is empty: " + ", ".join(ctx.sources) + " holds no text to ask about"

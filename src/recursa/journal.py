@@ -5,6 +5,13 @@ its trace. The journal records the run's configuration, question and context bef
 call, then every LM response (root turns and sub-calls, keyed by the exact request) and every
 cell's code and output as they complete. A response is committed before the engine uses it.
 
+The context is recorded by reference (:mod:`recursa.context_ref`): files and folders by their
+paths, sizes and modification times, and their bytes' SHA-256; text passed in memory in the
+content-addressed store beside the runs (:mod:`recursa.blobs`), once however many runs use it.
+Only the reference is written before the first request; the hashing and storing run in a thread
+while the request is under way, and a cell is journaled only once they are done, so a run that
+has run code can always be resumed (a run killed earlier lost one root turn at most).
+
 Resuming replays: the run starts again from the beginning, every request already in the journal
 is answered from it instead of the model, the REPL state is rebuilt by re-running the model's
 cells in order, and real calls resume where the journal ends. Model code is deterministic given
@@ -19,6 +26,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 import zlib
 from collections import defaultdict, deque
@@ -26,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from recursa import context_ref
+from recursa.blobs import BlobStore, blobs_dir
 from recursa.context import Context
 from recursa.errors import JournalError
 from recursa.paths import DIR_MODE, data_dir, private_dir
@@ -43,7 +53,10 @@ __all__ = [
     "runs_dir",
 ]
 
-SCHEMA_VERSION = 1
+# 2: the context by reference (context_refs). Version 1 journals (the whole context in the
+# context table) are still read.
+SCHEMA_VERSION = 2
+_READABLE = (1, 2)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lm_calls (
@@ -54,6 +67,7 @@ CREATE TABLE IF NOT EXISTS cells (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, engine TEXT NOT NULL, code TEXT NOT NULL,
     result TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS context (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS context_refs (n INTEGER PRIMARY KEY, ref TEXT NOT NULL);
 """
 # What the caller's tools returned (recursa.toolcalls), keyed by tool, arguments and engine.
 # Created on first use too, so journals written before tools existed still resume.
@@ -66,19 +80,6 @@ _TOOL_CALLS = (
 _EXTRA_CONTEXTS = (
     "CREATE TABLE IF NOT EXISTS extra_contexts (n INTEGER PRIMARY KEY, data BLOB NOT NULL)"
 )
-
-
-def _context_blob(context: Context) -> bytes:
-    """The context as stored: compressed JSON of its value and what describes it."""
-    data = {
-        "value": context.value,
-        "kind": context.kind,
-        "warnings": list(context.warnings),
-        "sources": list(context.sources),
-        "multi": context.multi,
-    }
-    raw = json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    return zlib.compress(raw, level=1)
 
 
 def runs_dir(root: Path | None = None) -> Path:
@@ -176,12 +177,18 @@ class Replay:
 class Journal:
     """One run's journal. Create with :meth:`create`, reopen with :meth:`open`."""
 
-    def __init__(self, conn: sqlite3.Connection, folder: Path, run_id: str) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, folder: Path, run_id: str, sync: str = "normal"
+    ) -> None:
         self._conn = conn
         self.folder = folder
         self.run_id = run_id
         self.cells_seen: dict[str, int] = defaultdict(int)  # cells already in the journal
         self._journaled_cells: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self.blobs = BlobStore(blobs_dir(folder.parent.parent))
+        self._sync = sync
+        self._storing: list[threading.Thread] = []  # contexts being hashed or stored
+        self._store_failed: str | None = None
 
     @property
     def path(self) -> Path:
@@ -209,11 +216,11 @@ class Journal:
         folder.mkdir(mode=DIR_MODE)
         conn = connect(folder / "journal.sqlite", sync=sync)
         conn.executescript(_SCHEMA)
-        journal = cls(conn, folder, run_id)
-        blob = _context_blob(context)
+        journal = cls(conn, folder, run_id, sync)
+        ref = context_ref.describe(context)
         with conn:
             conn.execute("BEGIN")
-            conn.execute("INSERT INTO context (id, data) VALUES (1, ?)", (blob,))
+            conn.execute("INSERT INTO context_refs (n, ref) VALUES (0, ?)", (json.dumps(ref),))
             for key, value in {
                 "schema_version": SCHEMA_VERSION,
                 "run_id": run_id,
@@ -224,6 +231,7 @@ class Journal:
                 "owner": process_identity(),
             }.items():
                 conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        journal._complete_later(0, ref, context)
         return journal
 
     @classmethod
@@ -239,16 +247,54 @@ class Journal:
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise _broken(run_id, f"integrity check: {check}")
-            journal = cls(conn, folder, run_id)
+            journal = cls(conn, folder, run_id, sync)
             version = journal.meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise _broken(run_id, str(exc)) from None
-        if version != SCHEMA_VERSION:
-            raise _broken(run_id, f"schema version {version!r}, expected {SCHEMA_VERSION}")
+        if version not in _READABLE:
+            raise _broken(
+                run_id,
+                f"schema version {version!r}, this recursa reads {_READABLE}: a newer recursa "
+                "wrote it, so resume it with that one",
+            )
         return journal
 
     def close(self) -> None:
+        self.settle()
         self._conn.close()
+
+    # ---- the context, completed in the background ---------------------------------------------
+    def _complete_later(self, n: int, ref: dict[str, Any], context: Context) -> None:
+        """Hash or store context ``n`` in a thread, so the first request need not wait.
+
+        Only a context that must be stored is waited for (see :meth:`settle`). Files can be
+        found again by path, size and mtime alone, so their hashes (which only catch a file
+        rewritten with the same size and mtime) are not worth holding the run for: a process
+        that ends first leaves a reference without them, which still resumes."""
+        thread = threading.Thread(
+            target=self._complete, args=(n, ref, context.value), name="recursa-journal-context"
+        )
+        thread.daemon = True  # a kill loses at most a temporary file (blobs are renamed in)
+        if context.origin is None:
+            self._storing.append(thread)
+        thread.start()
+
+    def _complete(self, n: int, ref: dict[str, Any], value: Any) -> None:
+        try:
+            done = context_ref.complete(ref, value, self.blobs)
+        except (OSError, JournalError) as exc:
+            self._store_failed = f"the context could not be stored in {self.blobs.folder} ({exc})"
+            done = dict(ref, state="failed")
+        try:
+            context_ref.write_ref(self.path, n, done, self._sync)
+        except sqlite3.Error as exc:
+            self._store_failed = f"the context's reference could not be written ({exc})"
+
+    def settle(self) -> str | None:
+        """Wait until the contexts that must be stored are; why they could not be, if so."""
+        while self._storing:
+            self._storing.pop().join()
+        return self._store_failed
 
     def claim(self) -> None:
         """Take ownership of the run for this process, to resume it. Raises
@@ -287,7 +333,20 @@ class Journal:
             raise _broken(self.run_id, str(exc)) from None
         return default if row is None else json.loads(row[0])
 
+    def _refs(self) -> dict[int, dict[str, Any]]:
+        try:
+            rows = self._conn.execute("SELECT n, ref FROM context_refs").fetchall()
+            return {n: json.loads(raw) for n, raw in rows}
+        except sqlite3.OperationalError:  # a version 1 journal: no such table
+            return {}
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise _broken(self.run_id, f"the context cannot be read: {exc}") from None
+
     def context(self) -> Context:
+        """The run's context: from its files if they are unchanged, else its stored copy."""
+        ref = self._refs().get(0)
+        if ref is not None:
+            return context_ref.rebuild(ref, self.blobs, self.run_id)
         try:
             row = self._conn.execute("SELECT data FROM context WHERE id = 1").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -317,15 +376,19 @@ class Journal:
     def add_context(self, index: int, context: Context) -> None:
         """Record a session's context number ``index`` (``context_1``...): kept with the
         session so that resuming it loads the same values."""
-        with self._conn:
-            self._conn.execute(_EXTRA_CONTEXTS)
-            self._conn.execute(
-                "INSERT OR REPLACE INTO extra_contexts (n, data) VALUES (?, ?)",
-                (index, _context_blob(context)),
-            )
+        ref = context_ref.describe(context)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO context_refs (n, ref) VALUES (?, ?)", (index, json.dumps(ref))
+        )
+        self._complete_later(index, ref, context)
 
     def extra_contexts(self) -> list[Context]:
         """The contexts :meth:`add_context` recorded, in order."""
+        refs = self._refs()
+        if refs:
+            return [
+                context_ref.rebuild(refs[n], self.blobs, self.run_id) for n in sorted(refs) if n
+            ]
         try:
             self._conn.execute(_EXTRA_CONTEXTS)
             rows = self._conn.execute("SELECT data FROM extra_contexts ORDER BY n").fetchall()
@@ -380,8 +443,19 @@ class Journal:
     def record_cell(self, engine: str, code: str, result: CellResult) -> str | None:
         """Record a cell, or, while replaying, compare it with the journaled one.
 
-        Returns a warning when a replayed cell's output differs from the journaled output.
+        Returns a warning when a replayed cell's output differs from the journaled output, or
+        when the context could not be stored (the run then cannot be resumed).
         """
+        # A journal holding a cell must hold what it ran on: wait for the context (in practice
+        # it was done long before, during the first LM call).
+        failed = self.settle()
+        warning = self._record_cell(engine, code, result)
+        if failed is not None:
+            self._store_failed = None  # said once
+            return f"{failed}: this run cannot be resumed"
+        return warning
+
+    def _record_cell(self, engine: str, code: str, result: CellResult) -> str | None:
         index = self.cells_seen[engine]
         self.cells_seen[engine] += 1
         output = {"stdout": result.stdout, "error": result.error, "final": result.final}
@@ -403,6 +477,7 @@ class Journal:
         return None
 
     def finish(self, status: str, result: dict[str, Any]) -> None:
+        self.settle()
         with self._conn:
             self._conn.execute("BEGIN")
             for key, value in (("status", status), ("result", result), ("finished", time.time())):
@@ -450,8 +525,14 @@ def list_runs(root: Path | None = None) -> list[RunSummary]:
 
 
 def remove_run(run_id: str, root: Path | None = None) -> Path:
-    folder = runs_dir(root) / run_id
+    base = runs_dir(root)
+    folder = base / run_id
     if "/" in run_id or run_id in ("", ".", "..") or not folder.is_dir():
         raise JournalError(f"no run {run_id!r}; `recursa runs list` shows the runs")
+    mine = context_ref.blobs_of(folder / "journal.sqlite")
     shutil.rmtree(folder)
+    if mine:  # blobs are shared: keep those another run still refers to
+        journals = (f / "journal.sqlite" for f in base.iterdir() if f.is_dir())
+        others = set().union(*(context_ref.blobs_of(j) for j in journals))
+        BlobStore(blobs_dir(root)).remove(mine - others)
     return folder
