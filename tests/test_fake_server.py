@@ -7,7 +7,9 @@ import email.utils
 import http.client
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -392,6 +394,72 @@ def test_keep_alive_serves_many_requests_on_one_connection():
     assert len(peers) == 1
 
 
+def _listen_backlog(port: int) -> int:
+    """The kernel's backlog of the socket listening on ``port`` (``ss`` shows it as Send-Q)."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs `ss` (iproute2) to read a listening socket's backlog")
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[2])  # State Recv-Q Send-Q Local Peer
+
+
+def _somaxconn() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return 1 << 16
+
+
+@pytest.mark.parametrize("asked", [None, 2048])
+def test_listen_backlog_is_large_by_default_and_configurable(asked):
+    # socketserver's default of 5 drops SYNs of a burst of connections (1 s retransmits).
+    kwargs = {} if asked is None else {"backlog": asked}
+    with FakeLLMServer(**kwargs) as srv:
+        backlog = _listen_backlog(srv.port)
+    assert backlog == min(asked or 1024, _somaxconn())
+    assert backlog >= min(1024, _somaxconn())
+
+
+def test_accepted_connections_have_tcp_nodelay():
+    # A reply is two writes (headers, body): with Nagle on, the second waits for a delayed ACK.
+    with FakeLLMServer() as srv, httpx.Client(timeout=10) as c:
+        assert chat(c, srv, "x").status_code == 200  # the keep-alive connection stays open
+        conns = list(srv._conns)
+        flags = [conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for conn in conns]
+    assert len(conns) == 1
+    assert all(flags)
+
+
+async def test_a_burst_of_200_connections_is_served_at_once():
+    # All 200 connect together and every responder waits until all 200 are running, so each
+    # connection was accepted and served concurrently; each answer is its own.
+    n = 200
+    barrier = threading.Barrier(n, timeout=30)
+
+    def responder(messages):
+        barrier.wait()
+        return "echo " + messages[-1]["content"]
+
+    with FakeLLMServer(responder=responder) as srv:
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            resps = await asyncio.gather(*[chat_async(client, srv, f"q{i}") for i in range(n)])
+        peers = {r.peer for r in srv.requests}
+        most = srv.max_in_flight
+    assert [r.status_code for r in resps] == [200] * n
+    assert [r.json()["choices"][0]["message"]["content"] for r in resps] == [
+        f"echo q{i}" for i in range(n)
+    ]
+    assert len(peers) == n
+    assert most == n
+
+
+async def chat_async(client: httpx.AsyncClient, srv: FakeLLMServer, prompt: str) -> httpx.Response:
+    body = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
+    return await client.post(f"{srv.base_url}/chat/completions", json=body)
+
+
 def test_stop_ends_every_thread_even_with_idle_and_hanging_connections():
     before = set(threading.enumerate())
     srv = FakeLLMServer().start()
@@ -488,6 +556,16 @@ def test_process_mode_prints_its_url_serves_and_logs(tmp_path: Path):
     assert code == 0
     assert err == ""  # no warnings (a double import under -m would print one)
     assert [json.loads(x)["status"] for x in log.read_text().splitlines()] == [500, 200, 503, 200]
+
+
+def test_process_mode_takes_a_backlog():
+    proc, url = _spawn("--backlog", "300")
+    try:
+        backlog = _listen_backlog(int(url.rsplit(":", 1)[1].split("/")[0]))
+    finally:
+        code, _ = _finish(proc)
+    assert backlog == min(300, _somaxconn())
+    assert code == 0
 
 
 def test_process_mode_rejects_a_bad_fault_spec():

@@ -101,10 +101,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() wakes and joins the handler threads itself
-    request_queue_size = 1024  # 100+ clients connect at once; a backlog of 5 would drop SYNs
+    # 100+ clients connect at once; socketserver's default backlog of 5 drops their SYNs and
+    # each dropped one costs its client a 1 s retransmit, which a benchmark would count.
+    request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], fake: FakeLLMServer) -> None:
+    def __init__(self, address: tuple[str, int], fake: FakeLLMServer, backlog: int) -> None:
         self.fake = fake
+        self.request_queue_size = backlog  # read by server_activate(), inside __init__
         super().__init__(address, _Handler)
 
 
@@ -127,6 +130,9 @@ class FakeLLMServer:
         cached_tokens, cache_creation_tokens: prompt tokens reported as cache reads (both APIs)
             and cache writes (Anthropic).
         models: the ids ``GET /v1/models`` lists.
+        backlog: the listen backlog: connections the kernel queues before they are accepted
+            (the OS may cap it: ``net.core.somaxconn``). Every accepted connection gets its
+            own thread and ``TCP_NODELAY``, so nothing but the latency delays an answer.
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class FakeLLMServer:
         cached_tokens: int = 0,
         cache_creation_tokens: int = 0,
         models: Iterable[str] = ("fake-model",),
+        backlog: int = 1024,
     ) -> None:
         self._lock = threading.Lock()
         self._seen = threading.Condition(self._lock)
@@ -159,6 +166,7 @@ class FakeLLMServer:
         self.max_in_flight = 0
         self._in_flight = 0
         self._address = (host, port)
+        self.backlog = backlog
         self._log_path = Path(log_path) if log_path else None
         self._log: TextIO | None = None
         self._log_lock = threading.Lock()
@@ -174,7 +182,7 @@ class FakeLLMServer:
             raise RuntimeError("this FakeLLMServer was already started; make a new one")
         if self._log_path is not None:
             self._log = open(self._log_path, "a", encoding="utf-8")  # noqa: SIM115
-        self._httpd = _HTTPServer(self._address, self)
+        self._httpd = _HTTPServer(self._address, self, self.backlog)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require this key (401 otherwise)")
     p.add_argument("--cached-tokens", type=int, default=0)
     p.add_argument("--cache-creation-tokens", type=int, default=0)
+    p.add_argument("--backlog", type=int, default=1024, help="the listen backlog")
     return p
 
 
@@ -108,6 +109,7 @@ def _server_from_args(args: argparse.Namespace) -> FakeLLMServer:
         api_key=args.api_key,
         cached_tokens=args.cached_tokens,
         cache_creation_tokens=args.cache_creation_tokens,
+        backlog=args.backlog,
     )
     for spec in args.fail:
         srv.fail_next(*parse_fault(spec))
