@@ -9,6 +9,7 @@ until it returns ``FINAL(answer)``.
 >>> rlm.run("Which clients hit the rate limit most often?", Path("logs/")).answer  # doctest: +SKIP
 """
 
+from recursa.batch import batch
 from recursa.cache import CallCache
 from recursa.config import RunConfig
 from recursa.context import Context, load_context
@@ -92,6 +93,7 @@ __all__ = [
     "UnknownProviderError",
     "Usage",
     "__version__",
+    "batch",
     "load_context",
     "load_tools",
     "register_provider",

@@ -4,7 +4,8 @@ Where one iteration happens: :meth:`Engine._iteration` makes the root LM call th
 gate (:mod:`recursa.gate`, where every call is charged to the budget), then takes the steps of
 :mod:`recursa.iteration`: parse -> run the cells -> judge (the profile's rules) -> render the
 feedback. :meth:`Engine.run` is the run's lifecycle around the loop: a sandbox slot, the first
-turn paid for, the sandbox started and shut down, the partial answer when a limit stops it.
+turn paid for, the sandbox started (in the background, while the first turn's request is out)
+and shut down, the partial answer when a limit stops it.
 
 One :class:`Engine` runs one RLM (the root, or one child at a deeper level). Everything the
 whole tree shares (configuration, models, budget, tracer, LM gate, journal) lives in a
@@ -49,6 +50,7 @@ from recursa.limits import (
 from recursa.lm.base import LM
 from recursa.prompts import PromptProfile, profile_for
 from recursa.sandbox.base import CallHandler, Sandbox, SandboxConfig
+from recursa.sandbox.pool import StartingSandbox, WorkerPool, open_sandbox
 from recursa.subcalls import SubCalls
 from recursa.toolcalls import ToolRunner
 from recursa.tools import ToolSet
@@ -90,6 +92,12 @@ class Tree:
     tools: ToolSet = field(default_factory=ToolSet)
     sub_tools: ToolSet | None = None
     replay: Replay | None = None
+    # Warm workers for children (recursa.sandbox.pool); shut down when the root's run ends.
+    workers: WorkerPool | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is None:
+            self.workers = WorkerPool(self.sandbox_factory, self.slots)
 
     @property
     def ledger(self) -> Ledger:
@@ -176,8 +184,19 @@ class Engine:
             },
             warnings=list(context.warnings),
         )
-        if sandbox is None:
-            sandbox = tree.sandbox_factory(self.calls.sandbox_config, self.calls)
+        starting: StartingSandbox | None = None
+        if sandbox is None:  # started in the background once the first turn is paid for
+            sandbox = starting = StartingSandbox(
+                functools.partial(
+                    open_sandbox,
+                    tree.sandbox_factory,
+                    self.calls.sandbox_config,
+                    self.calls,
+                    context.value,
+                    alias_parts=context.multi,
+                    pool=tree.workers if self.depth > 0 else None,
+                )
+            )
         answer, stop, detail = "", StopReason.ERROR, ""
         failure: RecursaError | None = None
         has_slot = False
@@ -189,9 +208,8 @@ class Engine:
             await self._take_slot()
             has_slot = True
             self._prepaid = await tree.gate.reserve(self.lm, messages, self.settings)
-            if own:
-                await sandbox.start()
-                await sandbox.load_context(context.value, alias_parts=context.multi)
+            if starting is not None:
+                starting.begin()  # the first turn needs no REPL until its code runs
             answer, stop, detail = await self._loop(messages, sandbox)
         except BudgetExhausted as exc:
             answer, stop, detail = await self._wrap_up(
@@ -208,12 +226,17 @@ class Engine:
             if self._prepaid is not None:
                 tree.budget.release(self._prepaid)  # never sent: not a call
                 self._prepaid = None
-            if has_slot:
+            if has_slot and own and self.depth > 0 and tree.workers is not None:
+                # Off the parent's critical path; the root's run waits for it (aclose below).
+                tree.workers.retire(sandbox, tree.slots.release)
+            elif has_slot:
                 try:
                     if own:
                         await asyncio.shield(sandbox.shutdown())
                 finally:
                     tree.slots.release()
+            if self.depth == 0 and tree.workers is not None:
+                await asyncio.shield(tree.workers.aclose())
             tree.tracer.end(
                 self.run_span,
                 error=detail if stop in (StopReason.ERROR, StopReason.CANCELLED) else None,
@@ -306,7 +329,7 @@ class Engine:
         limits, budget = self.tree.config.limits, self.tree.budget
         compactor = self._compactor()
         while self.iterations < limits.max_iterations:
-            if self._prepaid is None:  # the first turn was paid for before the sandbox started
+            if self._prepaid is None:  # the first turn was paid for before the sandbox began
                 budget.check()
                 if compactor is not None:  # near the window: older turns become a summary
                     await compactor.before_turn(messages, sandbox)
@@ -437,6 +460,7 @@ class Engine:
         span = tracer.start(
             "cell", f"cell {index}", parent, code=code, depth=self.depth, index=index
         )
+        self.calls.prepare(code)  # children it may start find warm workers
         try:
             with self.calls.serving(span):  # the cell's sub-calls are its children
                 res = await sandbox.execute(

@@ -83,7 +83,10 @@ class Limits:
             (``recommended_output_chars``, lower for small local models), else 20 000.
         cell_timeout_s: compute time of one code cell (time spent waiting for sub-calls does not
             count); past it the worker is killed and restarted.
-        max_concurrency: LM calls in flight at once across the tree.
+        max_concurrency: LM calls in flight at once per provider (one endpoint: an HTTP
+            backend's host and port, else the provider prefix of the model's name), shared by
+            every run of the process on the same event loop that uses this cap; a root or child
+            RLM's turn is let in before waiting sub-calls.
         final_answer_turn: when iterations run out, give the root one last "answer now" turn:
             its code never runs, it is not counted in ``iterations`` and is traced as
             "answer now (no code)".

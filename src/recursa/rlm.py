@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from recursa.cache import CallCache
 from recursa.config import RunConfig
@@ -24,7 +24,7 @@ from recursa.journal import Journal, Replay
 from recursa.limits import Budget, Limits, SandboxSlots
 from recursa.lm.base import LM, ProviderOptions
 from recursa.lm.registry import DEFAULT_MODEL, default_model_spec, parse_model, resolve_model
-from recursa.lm.wrappers import JournalSink, compose
+from recursa.lm.wrappers import JournalSink, ProviderLimits, compose
 from recursa.pricing import PriceTable
 from recursa.prompts import PROFILES, PromptProfile, read_prompt
 from recursa.sampling import Sampling
@@ -36,6 +36,9 @@ from recursa.tools import ToolSet, ToolSpec
 from recursa.trace.jsonl import JSONLWriter
 from recursa.trace.spans import Span, TraceProcessor, Tracer
 from recursa.types import Result
+
+if TYPE_CHECKING:
+    from recursa.batch.ratelimit import RateLimiter
 
 __all__ = ["DEFAULT_MODEL", "RLM", "default_model_spec", "new_run_id"]
 
@@ -184,6 +187,8 @@ class RLM:
             :mod:`recursa.tools`, ``Limits.max_tool_calls`` and ``Limits.tool_timeout_s``).
         sub_tools: the tools of child RLMs (``rlm_query``) instead of ``tools`` (``None``: the
             same as the root; ``{}``: none), so a root can hand tool-heavy work to children.
+        rate_limiter: a limiter every real LM call of every run asks first (requests and tokens
+            per minute, a global pause on 429); :func:`recursa.batch.batch` sets one.
     """
 
     def __init__(
@@ -222,6 +227,7 @@ class RLM:
         compaction: bool | None = None,
         compaction_threshold: float = 0.85,
         root_window: int | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         models = tuple(models)
         self.tools = ToolSet.of(tools)
@@ -300,6 +306,8 @@ class RLM:
         elif isinstance(cache, (str, Path)):
             cache = CallCache(Path(cache))
         self.cache: CallCache | None = cache or None
+        # A batch's limiter, shared by every run of the batch (recursa.batch.ratelimit).
+        self.rate_limiter = rate_limiter
 
     def _resolve(self, spec: str | LM, options: ProviderOptions) -> LM:
         if isinstance(spec, str) and self._home is not None and parse_model(spec)[0] != self._home:
@@ -456,11 +464,18 @@ class RLM:
         warnings: list[str] = []
         budget = Budget(self.limits, self.prices, warn=warnings.append)
         sink = JournalSink(journal, warnings.append) if journal is not None else None
-        limit = asyncio.Semaphore(self.limits.max_concurrency)
+        # Per provider, shared with the process's other runs; root turns before sub-calls.
+        limit = ProviderLimits(self.limits.max_concurrency)
 
         def wrap(lm: LM) -> LM:
             return compose(
-                lm, limit=limit, cache=self.cache, prices=self.prices, journal=sink, replay=replay
+                lm,
+                limit=limit,
+                cache=self.cache,
+                prices=self.prices,
+                journal=sink,
+                replay=replay,
+                rate_limiter=self.rate_limiter,
             )
 
         return Tree(

@@ -8,8 +8,10 @@ before it runs, and each call's LM usage is charged by the run's LM gate (:mod:`
 
 A child starts its sandbox only once one of the tree's ``max_sandboxes`` slots is free and its
 first call is reserved, so a batch of a hundred children runs a few at a time and stops starting
-them when the budget ends. Batches run concurrently (bounded by the tree's concurrency limit),
-keep their order, and turn a failed item into an error string instead of failing the batch.
+them when the budget ends; it takes a warm worker when a cell that names ``rlm_query`` had the
+tree's pool start some (:meth:`SubCalls.prepare`). Batches run concurrently (bounded by each
+provider's concurrency limit, root turns first), keep their order, and turn a failed item into
+an error string instead of failing the batch.
 
 The caller's tools are rows of the same table (``handler="tool"``), answered by the engine's
 :class:`~recursa.toolcalls.ToolRunner`; they work with ``sub_calls`` off too, since they are not
@@ -115,6 +117,22 @@ class SubCalls:
         if config.functions is self.functions:
             return config
         return dataclasses.replace(config, functions=self.functions)
+
+    def prepare(self, code: str) -> None:
+        """Before a cell runs: if its code may start child RLMs, warm workers for them in the
+        tree's pool (:mod:`recursa.sandbox.pool`), so a child's first cell finds its REPL ready.
+        A cheap guess from the code's text: a wrong one costs an idle worker, shut down at the
+        end of the run."""
+        tree = self.tree
+        pool = tree.workers
+        if pool is None or not tree.config.sub_calls:
+            return
+        if self.depth + 1 > tree.config.limits.max_depth:
+            return  # past the depth limit rlm_query is a plain call: no child, no worker
+        if not any(e.handler == "rlm" and e.name in code for e in self.functions):
+            return
+        functions = tree.tools_at(self.depth + 1).table(DEFAULT_FUNCTIONS)
+        pool.warm(dataclasses.replace(tree.sandbox_config, functions=functions), pool.size)
 
     def serving(self, cell_span: Span) -> _Serving:
         """``with calls.serving(span):`` calls made while the block runs belong to ``span``."""

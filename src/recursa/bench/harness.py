@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ GOLD_ITEMS = 200  # a gold list longer than this (OOLONG-Pairs) is stored as its
 
 RowKey = tuple[str, str, str, str, str, str]
 EventFn = Callable[[str, dict[str, Any]], None]
+JobFn = Callable[["Task", str], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,11 @@ async def run_bench(
     *,
     tasks: Sequence[Task] | None = None,
     on_event: EventFn | None = None,
+    run_job: JobFn | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (task, method) not finished yet; return the rows written by this call."""
+    """Run every (task, method) not finished yet; return the rows written by this call.
+    ``run_job(task, method)`` runs one job elsewhere (a Ray task: :mod:`recursa.batch
+    .bench_ray`); this process still writes every row."""
     emit = on_event or (lambda kind, data: None)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     env.trace_dir = config.out_dir / "traces"
@@ -257,7 +261,10 @@ async def run_bench(
                 except asyncio.QueueEmpty:
                     return
                 emit("begin", {"task": task, "method": method})
-                row = await _run_job(task, method, env, config)
+                if run_job is not None:
+                    row = await run_job(task, method)
+                else:
+                    row = await _run_job(task, method, env, config)
                 row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 out.flush()  # a killed run keeps every finished row

@@ -68,6 +68,7 @@ COMMAND_MODULES = (
     "doctor",
     "models",
     "bench",
+    "batch",
 )
 
 

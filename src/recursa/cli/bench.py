@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import TaskID
 
-    from recursa.bench.harness import BenchConfig
+    from recursa.bench.harness import BenchConfig, JobFn
     from recursa.bench.methods import MethodEnv
 
 __all__ = ["bench_app", "register"]
@@ -116,6 +116,16 @@ def run_cmd(
     sandbox: Sandbox = "process",
     prices: Prices = None,
     base_url: BaseURL = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor", help="local (this process) or ray (each job a Ray task; extra ray)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster for --executor ray (auto, ray://host:port)."),
+    ] = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write report.md and plots at the end.")
     ] = True,
@@ -131,6 +141,7 @@ def run_cmd(
     from recursa.bench.methods import build_env, parse_methods
     from recursa.bench.tasks import parse_lengths
     from recursa.cache import CallCache
+    from recursa.errors import ConfigError
     from recursa.limits import Limits
     from recursa.lm.base import ProviderOptions
     from recursa.lm.registry import default_model_spec, parse_model
@@ -155,19 +166,20 @@ def run_cmd(
             "sandbox": sandbox,
         },
     )
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}: choose local or ray")
     limits = Limits(max_iterations=max_iterations, timeout_s=task_timeout)
-    env = build_env(
-        spec,
-        sub_model,
+    # Plain data, so a Ray worker can build the same models (recursa.batch.bench_ray).
+    env_args: dict[str, Any] = dict(
         window=window,
         options=ProviderOptions(base_url=base_url),
         limits=limits,
         prices=price_table(prices),
-        cache=None if no_cache else CallCache(),
         max_output_tokens=max_output_tokens,
         rag_tokens=rag_tokens,
         sandbox=sandbox,
     )
+    env = build_env(spec, sub_model, cache=None if no_cache else CallCache(), **env_args)
     console.print(
         f"[dim]run folder {config.out_dir} · model {env.root_lm.name} · window "
         f"{env.window_tokens:,} tokens ({env.window_source})[/]"
@@ -175,8 +187,15 @@ def run_cmd(
     progress = None if quiet else _Progress(console)
     created = not config.out_dir.exists()
     try:
-        with progress or contextlib.nullcontext():
-            asyncio.run(_run(config, env, progress))
+        with contextlib.ExitStack() as stack:
+            run_job = None
+            if executor == "ray":
+                from recursa.batch.bench_ray import ray_jobs
+
+                remote = {**env_args, "model": spec, "sub_model": sub_model, "cache": not no_cache}
+                run_job = stack.enter_context(ray_jobs(remote, config, address))
+            stack.enter_context(progress or contextlib.nullcontext())
+            asyncio.run(_run(config, env, progress, run_job))
     except BaseException:
         if created:
             _remove_if_no_rows(config.out_dir)
@@ -210,11 +229,13 @@ def _remove_if_no_rows(folder: Path) -> None:
         pass
 
 
-async def _run(config: BenchConfig, env: MethodEnv, progress: _Progress | None) -> None:
+async def _run(
+    config: BenchConfig, env: MethodEnv, progress: _Progress | None, run_job: JobFn | None = None
+) -> None:
     from recursa.bench.harness import run_bench
 
     try:
-        await run_bench(config, env, on_event=progress.event if progress else None)
+        await run_bench(config, env, on_event=progress.event if progress else None, run_job=run_job)
     finally:
         await env.aclose()
 

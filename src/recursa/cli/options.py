@@ -226,7 +226,9 @@ CellTimeout = Annotated[
     float,
     typer.Option("--cell-timeout", help="Compute-time limit of one code cell, in seconds."),
 ]
-Concurrency = Annotated[int, typer.Option("--concurrency", help="LM calls in flight at once.")]
+Concurrency = Annotated[
+    int, typer.Option("--concurrency", help="LM calls in flight at once, per provider.")
+]
 MaxOutputChars = Annotated[
     int | None,
     typer.Option(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from recursa.errors import (
     LMTimeoutError,
 )
 from recursa.lm.base import BaseLM, retry_guard
-from recursa.lm.retry import RetryPolicy
+from recursa.lm.retry import RetryPolicy, rate_limit_hook
 from recursa.types import Completion, LMSettings, Message
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "HTTPBackend",
     "RetryPolicy",  # re-exported for older imports; it lives in recursa.lm.retry
     "post_json",
+    "tls_for",
     "token_count",
 ]
 
@@ -292,6 +295,8 @@ async def post_json(
         try:
             return await attempt()
         except _Retryable as exc:
+            if isinstance(exc.final, LMRateLimitError) and (hook := rate_limit_hook.get()):
+                hook(exc.retry_after)  # a batch's shared limiter pauses every run, not just this
             wait = _delay(policy, exc, attempts)
             if attempts > policy.max_retries or loop.time() + wait >= deadline:
                 raise exc.final from exc.__cause__
@@ -347,7 +352,8 @@ class HTTPBackend(BaseLM):
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                verify=tls_for(self.base_url),
             )
         return self._client
 
@@ -355,3 +361,18 @@ class HTTPBackend(BaseLM):
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+@functools.cache
+def _no_trust() -> ssl.SSLContext:
+    """A TLS context that trusts no certificate: built without reading any."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def tls_for(base_url: str) -> ssl.SSLContext | bool:
+    """What the client for ``base_url`` verifies TLS with: the system's certificates (``True``,
+    read by httpx) for https; for a plain-http endpoint (a local server) a context trusting
+    nothing, since reading the certificate bundle costs tens of milliseconds before the first
+    request and the endpoint never uses it. Anything that still reaches https through it (a
+    proxy, a redirect) fails verification rather than going unverified."""
+    return _no_trust() if base_url.lower().startswith("http://") else True

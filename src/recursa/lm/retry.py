@@ -14,14 +14,23 @@ and their waits included, ends within ``total_timeout_s`` (default: ``timeout_s`
 number of attempts). A wait that would pass that deadline is not taken: the last error is raised.
 
 Each retry is announced to :data:`recursa.lm.base.retry_guard` first, so a run counts it
-against its call budget (and may forbid it).
+against its call budget (and may forbid it). Each 429 is reported to :data:`rate_limit_hook`
+when one is set (a batch's shared rate limiter), so one run's 429 pauses every run's calls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "rate_limit_hook"]
+
+#: Set around a call by a shared rate limiter (:mod:`recursa.batch.ratelimit`); an HTTP backend
+#: calls it with the seconds of ``Retry-After`` (``None`` when absent) on every 429 it receives.
+rate_limit_hook: ContextVar[Callable[[float | None], None] | None] = ContextVar(
+    "recursa_rate_limit_hook", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)

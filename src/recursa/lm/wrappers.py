@@ -7,7 +7,10 @@ A wrapper is an :class:`~recursa.lm.base.LM` holding another; it declares the sa
 - :class:`JournalingLM`: commits every response to the run's journal before it is used;
 - :class:`CachedLM`: answers deterministic requests from the shared call cache
   (``source="cache"``) and stores the model's answers in it;
-- :class:`ConcurrencyLimitedLM`: bounds the model calls in flight across a run's tree.
+- :class:`ConcurrencyLimitedLM`: bounds the model calls in flight, per provider
+  (:class:`ProviderLimits`): every run of the process that calls one endpoint shares its cap,
+  and root turns (of the root and of child RLMs) are let in before waiting sub-calls, so a
+  child's next turn never queues behind its siblings' fan-out.
 
 :func:`compose` stacks them in the one order that is right (replay, journal, cache, limit,
 model): a replayed answer is not journaled twice, a cache hit is journaled so a resumed run
@@ -19,16 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
 
 from recursa.lm.base import LM, BaseLM
 from recursa.store import request_key
 from recursa.types import CellResult, Completion, LMSettings, Message
 
 if TYPE_CHECKING:
+    from recursa.batch.ratelimit import RateLimiter
     from recursa.cache import CallCache
     from recursa.journal import Journal, Replay
     from recursa.pricing import PriceTable
@@ -37,12 +44,15 @@ __all__ = [
     "CachedLM",
     "CallScope",
     "ConcurrencyLimitedLM",
+    "FairLimiter",
     "JournalSink",
     "JournalingLM",
+    "ProviderLimits",
     "ReplayLM",
     "WrapperLM",
     "call_scope",
     "compose",
+    "provider_key",
 ]
 
 
@@ -208,32 +218,132 @@ class CachedLM(WrapperLM):
         return completion
 
 
-class ConcurrencyLimitedLM(WrapperLM):
-    """Holds one of ``limit``'s slots while the model call is in flight."""
+class FairLimiter:
+    """At most ``capacity`` holders at once; waiters are let in by priority, then in order.
 
-    def __init__(self, inner: LM, limit: asyncio.Semaphore) -> None:
+    Priority 0 (root turns, at any depth) goes before priority 1 (sub-calls): a turn is what a
+    whole RLM waits on, a sub-call only one item of a batch. A slot freed while someone waits
+    passes straight to them, so ``in_flight`` never dips below the cap while work is queued.
+    It belongs to one event loop (see :class:`ProviderLimits`).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_flight = 0
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+
+    async def acquire(self, priority: int = 1) -> None:
+        if self.in_flight < self.capacity and not any(self._waiting):
+            self.in_flight += 1
+            return
+        queue = self._waiting[min(max(priority, 0), len(self._waiting) - 1)]
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(slot)
+        try:
+            await slot
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():
+                self.release()  # handed a slot just as we were cancelled: pass it on
+            elif slot in queue:  # release() may have dropped it already
+                queue.remove(slot)
+            raise
+
+    def release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                slot = queue.popleft()
+                if not slot.done():
+                    slot.set_result(None)  # the slot passes on; in_flight stays the same
+                    return
+        self.in_flight -= 1
+
+
+def provider_key(lm: LM) -> str:
+    """Which provider ``lm``'s calls count against: an HTTP backend's endpoint (scheme, host
+    and port of its base URL), else the provider prefix of its name (``local``, ``litellm``)."""
+    base = getattr(lm, "base_url", None)
+    if isinstance(base, str) and base:
+        parts = urlsplit(base)
+        return f"{parts.scheme}://{parts.netloc}" if parts.netloc else base
+    return lm.name.partition(":")[0] or lm.name
+
+
+# One limiter per (provider, cap) and event loop: asyncio futures belong to one loop, and runs
+# on other loops (other threads) cannot wait on them. A closed loop's limiters go with it.
+_LIMITERS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, int], FairLimiter]
+] = weakref.WeakKeyDictionary()
+
+
+class ProviderLimits:
+    """The concurrency caps a run's models wait on: one per provider, shared by every run of
+    this process (on one event loop) that calls it with the same cap, because a provider's rate
+    limit is per endpoint, not per run. ``caps`` maps a :func:`provider_key` to its own cap;
+    other providers get ``default``."""
+
+    def __init__(self, default: int, caps: dict[str, int] | None = None) -> None:
+        self.default = default
+        self.caps = dict(caps or {})
+
+    def limiter(self, lm: LM) -> FairLimiter:
+        key = provider_key(lm)
+        cap = self.caps.get(key, self.default)
+        per_loop = _LIMITERS.setdefault(asyncio.get_running_loop(), {})
+        found = per_loop.get((key, cap))
+        if found is None:
+            found = per_loop[(key, cap)] = FairLimiter(cap)
+        return found
+
+
+class ConcurrencyLimitedLM(WrapperLM):
+    """Holds a slot of ``limit`` while the model call is in flight: of a plain semaphore, or
+    of the model's provider limiter (:class:`ProviderLimits`), root turns first."""
+
+    def __init__(self, inner: LM, limit: asyncio.Semaphore | ProviderLimits) -> None:
         super().__init__(inner)
         self.limit = limit
+        self._limiter: tuple[asyncio.AbstractEventLoop, FairLimiter] | None = None
+
+    def _provider_limiter(self, limits: ProviderLimits) -> FairLimiter:
+        """The provider's limiter on the running loop (looked up once per loop)."""
+        loop = asyncio.get_running_loop()
+        if self._limiter is None or self._limiter[0] is not loop:
+            self._limiter = (loop, limits.limiter(self.inner))
+        return self._limiter[1]
 
     async def complete(
         self, messages: Sequence[Message], settings: LMSettings | None = None
     ) -> Completion:
-        async with self.limit:
+        if isinstance(self.limit, asyncio.Semaphore):
+            async with self.limit:
+                return await self.inner.complete(messages, settings)
+        limiter = self._provider_limiter(self.limit)
+        await limiter.acquire(0 if call_scope.get().role == "root" else 1)
+        try:
             return await self.inner.complete(messages, settings)
+        finally:
+            limiter.release()
 
 
 def compose(
     lm: LM,
     *,
-    limit: asyncio.Semaphore,
+    limit: asyncio.Semaphore | ProviderLimits,
     cache: CallCache | None = None,
     prices: PriceTable | None = None,
     journal: JournalSink | None = None,
     replay: Replay | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> LM:
-    """``lm`` with a run's concerns around it: replay, journal, cache, concurrency, model."""
+    """``lm`` with a run's concerns around it: replay, journal, cache, concurrency, model.
+    A batch's shared ``rate_limiter`` goes next to the model: only real calls ask it."""
     keys = _Keys()
-    out: LM = ConcurrencyLimitedLM(lm, limit)
+    out: LM = lm
+    if rate_limiter is not None:
+        from recursa.batch.ratelimit import RateLimitedLM
+
+        out = RateLimitedLM(out, rate_limiter, prices)
+    out = ConcurrencyLimitedLM(out, limit)
     if cache is not None:
         from recursa.pricing import PriceTable
 
