@@ -260,7 +260,6 @@ def ask(
                 sub_provider_options=sub_provider_option,
             ).rlm_kwargs()
             from recursa.context import load_context
-            from recursa.prompts import read_prompt
             from recursa.rlm import new_run_id
 
             question = _clean_question(question, err, quiet)
@@ -287,7 +286,7 @@ def ask(
                 max_tool_calls=max_tool_calls,
                 tool_timeout=tool_timeout or None,  # 0: no limit
             )
-            rlm = _new_rlm(
+            rlm = new_rlm(
                 model,
                 sub_model,
                 limits,
@@ -304,11 +303,10 @@ def ask(
                 compaction=compaction,
                 compaction_threshold=compaction_threshold,
                 root_window=root_window,
-                system_prompt=read_prompt(system_prompt, what="--system-prompt")
-                if system_prompt
-                else None,
-                prologue=prologue_text(prologue),
-                tools=tool_kwargs(tools, sub_tools),
+                system_prompt=system_prompt,
+                prologue=prologue,
+                tools=tools,
+                sub_tools=sub_tools,
             )
             run_id = new_run_id()
             if not quiet:
@@ -351,7 +349,7 @@ def _journaled_calls(rlm: RLM, run_id: str) -> int:
         journal.close()
 
 
-def _new_rlm(
+def new_rlm(
     model: str | None,
     sub_model: str | None,
     limits: LimitOptions,
@@ -369,11 +367,15 @@ def _new_rlm(
     compaction: bool | None = None,
     compaction_threshold: float = 0.85,
     root_window: int | None = None,
-    system_prompt: str | None = None,
+    system_prompt: Path | None = None,
     prologue: str | None = None,
-    tools: Mapping[str, Any] | None = None,
+    tools: str | None = None,
+    sub_tools: str | None = None,
 ) -> RLM:
-    """The RLM for a new run, from ask's options."""
+    """The RLM for a new run, from the flags of ``ask`` and ``chat`` as given: the
+    ``--system-prompt`` file is read, ``--prologue`` resolved (``@FILE``) and ``--tools`` /
+    ``--sub-tools`` imported here, in one place for both commands."""
+    from recursa.prompts import read_prompt
     from recursa.rlm import RLM
 
     return RLM(
@@ -394,9 +396,9 @@ def _new_rlm(
         compaction=compaction,
         compaction_threshold=compaction_threshold,
         root_window=root_window,
-        system_prompt=system_prompt,
-        prologue=prologue,
-        **dict(tools or {}),  # tools, sub_tools: loaded from --tools, --sub-tools
+        system_prompt=read_prompt(system_prompt, what="--system-prompt") if system_prompt else None,
+        prologue=prologue_text(prologue),
+        **tool_kwargs(tools, sub_tools),  # tools, sub_tools: loaded from --tools, --sub-tools
         **dict(sampling or {}),  # top_p, reasoning_effort, provider_options, sub_sampling...
     )
 

@@ -46,7 +46,6 @@ from recursa.cli.options import (
     ToolTimeout,
     context_bytes,
     model_option,
-    prologue_text,
     timeout_option,
     tool_kwargs,
 )
@@ -199,9 +198,8 @@ def chat(
         else:
             if not context:
                 raise ConfigError("no context given: pass --context PATH (repeat for several)")
-            from recursa.cli.ask import _new_rlm, context_sources
+            from recursa.cli.ask import context_sources, new_rlm
             from recursa.context import load_context
-            from recursa.prompts import read_prompt
 
             sampling = SamplingOptions(
                 top_p=top_p,
@@ -238,7 +236,7 @@ def chat(
                 max_tool_calls=max_tool_calls,
                 tool_timeout=tool_timeout or None,  # 0: no limit
             )
-            rlm = _new_rlm(
+            rlm = new_rlm(
                 model,
                 sub_model,
                 limits,
@@ -254,11 +252,10 @@ def chat(
                 compaction=compaction,
                 compaction_threshold=compaction_threshold,
                 root_window=root_window,
-                system_prompt=read_prompt(system_prompt, what="--system-prompt")
-                if system_prompt
-                else None,
-                prologue=prologue_text(prologue),
-                tools=tool_kwargs(tools, sub_tools),
+                system_prompt=system_prompt,
+                prologue=prologue,
+                tools=tools,
+                sub_tools=sub_tools,
             )
             session = rlm.session(*contexts, trace=trace)
         with contextlib.closing(session):
