@@ -22,6 +22,7 @@ there on requests that differ from the journaled ones go to the model again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ from recursa.context import Context
 from recursa.errors import JournalError
 from recursa.paths import DIR_MODE, data_dir, private_dir
 from recursa.store import completion_from_json, completion_to_json, connect
+from recursa.trace.jsonl import JSONLWriter
 from recursa.types import CellResult, Completion
 
 __all__ = [
@@ -77,9 +79,25 @@ _TOOL_CALLS = (
 )
 
 
-_EXTRA_CONTEXTS = (
-    "CREATE TABLE IF NOT EXISTS extra_contexts (n INTEGER PRIMARY KEY, data BLOB NOT NULL)"
-)
+def trace_writer(
+    trace: str | Path | None,
+    journal: Journal | None,
+    run_id: str,
+    meta: dict[str, Any] | None = None,
+) -> JSONLWriter | None:
+    """The writer of a run's (or a session's) trace: to ``trace`` if given, else to the
+    journal's own trace file, whose earlier content (a resumed run's) is kept beside it as
+    ``.before-resume.jsonl``; the journal records where it goes. None: no trace at all."""
+    if trace is None and journal is not None and journal.trace_path.exists():
+        journal.trace_path.replace(journal.trace_path.with_suffix(".before-resume.jsonl"))
+    path = trace if trace is not None else (journal.trace_path if journal else None)
+    if path is None:
+        return None
+    writer = JSONLWriter(path, run_id=run_id, meta=meta)
+    if journal is not None:
+        with contextlib.suppress(sqlite3.Error):
+            journal.set_meta("trace", str(writer.path.resolve()))
+    return writer
 
 
 def runs_dir(root: Path | None = None) -> Path:
@@ -383,18 +401,10 @@ class Journal:
         self._complete_later(index, ref, context)
 
     def extra_contexts(self) -> list[Context]:
-        """The contexts :meth:`add_context` recorded, in order."""
+        """The contexts :meth:`add_context` recorded, in order (none in a version 1 journal:
+        sessions came with version 2)."""
         refs = self._refs()
-        if refs:
-            return [
-                context_ref.rebuild(refs[n], self.blobs, self.run_id) for n in sorted(refs) if n
-            ]
-        try:
-            self._conn.execute(_EXTRA_CONTEXTS)
-            rows = self._conn.execute("SELECT data FROM extra_contexts ORDER BY n").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise _broken(self.run_id, f"the session's contexts cannot be read: {exc}") from None
-        return [self._context_from(blob) for (blob,) in rows]
+        return [context_ref.rebuild(refs[n], self.blobs, self.run_id) for n in sorted(refs) if n]
 
     def replay(self) -> Replay:
         """The journaled responses, ready to be replayed."""

@@ -20,7 +20,7 @@ from recursa.context import Context, ContextSource, load_context
 from recursa.engine import Engine, SandboxFactory, Tree
 from recursa.errors import ConfigError, RecursaError
 from recursa.gate import LMGate
-from recursa.journal import Journal, Replay
+from recursa.journal import Journal, Replay, trace_writer
 from recursa.limits import Budget, Limits, SandboxSlots
 from recursa.lm.base import LM, ProviderOptions
 from recursa.lm.registry import DEFAULT_MODEL, default_model_spec, parse_model, resolve_model
@@ -33,7 +33,6 @@ from recursa.sandbox.base import SandboxConfig
 from recursa.session import AsyncSession, Session, open_session, resume_session
 from recursa.strategy import Strategy, answer_directly, plan
 from recursa.tools import ToolSet, ToolSpec
-from recursa.trace.jsonl import JSONLWriter
 from recursa.trace.spans import Span, TraceProcessor, Tracer
 from recursa.types import Result
 
@@ -385,8 +384,6 @@ class RLM:
             journal.close()
             raise
         question = journaled
-        if trace is None and journal.trace_path.exists():
-            journal.trace_path.replace(journal.trace_path.with_suffix(".before-resume.jsonl"))
         return await self._execute(question, ctx, run_id, journal, replay, trace, processors)
 
     async def _execute(
@@ -410,14 +407,10 @@ class RLM:
         # An RLM's root span is the engine's: the note adds the choice to it before any other
         # processor (progress, trace writer) sees it. A direct run's span carries it already.
         note: list[TraceProcessor] = [_StrategyNote(strategy, reason)] if strategy == "rlm" else []
-        trace_path = trace if trace is not None else (journal.trace_path if journal else None)
-        writer = JSONLWriter(trace_path, run_id=run_id) if trace_path is not None else None
+        writer = trace_writer(trace, journal, run_id)
         tracer = Tracer([*note, *self.processors, *processors], run_id=run_id)
         if writer is not None:
             tracer.add_processor(writer)
-            if journal is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    journal.set_meta("trace", str(writer.path.resolve()))
         tree = self._tree(run_id, tracer, journal, replay)
         status, summary = "interrupted", {}
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Coroutine, Sequence
@@ -32,9 +33,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from recursa.context import Context, ContextSource, load_context
 from recursa.engine import Engine
 from recursa.errors import ConfigError, RecursaError
-from recursa.journal import Journal, Replay
+from recursa.journal import Journal, Replay, trace_writer
 from recursa.sandbox.base import CallHandler, CallRefused, Sandbox
-from recursa.trace.jsonl import JSONLWriter
 from recursa.trace.spans import Span, TraceProcessor, Tracer
 from recursa.types import Result, StopReason
 
@@ -175,17 +175,7 @@ class AsyncSession:
         self._restart_pending = False
         self._lock = asyncio.Lock()
         self._closed = False
-        trace_path = trace if trace is not None else (journal.trace_path if journal else None)
-        if journal is not None and trace is None and journal.trace_path.exists():
-            journal.trace_path.replace(journal.trace_path.with_suffix(".before-resume.jsonl"))
-        self._writer = (
-            JSONLWriter(trace_path, run_id=session_id, meta={"session": session_id})
-            if trace_path is not None
-            else None
-        )
-        if journal is not None and self._writer is not None:
-            with contextlib.suppress(sqlite3.Error):
-                journal.set_meta("trace", str(self._writer.path.resolve()))
+        self._writer = trace_writer(trace, journal, session_id, meta={"session": session_id})
         self._tracer = self._new_tracer(())
         self._span: Span = self._tracer.start(
             "session", f"session {session_id}", None, session=session_id
@@ -317,9 +307,7 @@ class AsyncSession:
             if result.stop_reason is StopReason.CANCELLED:
                 status = stop = "cancelled"
         i = self._asked.index(asked)
-        self._asked[i] = _Asked(
-            asked.index, asked.question, asked.contexts, asked.restarted, status, answer
-        )
+        self._asked[i] = dataclasses.replace(asked, status=status, answer=answer)
         self.turns.append(Turn(asked.index, asked.question, answer, stop, result))
         self._record()
 
