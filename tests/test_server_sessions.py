@@ -15,7 +15,7 @@ from recursa.server.chat import parse_chat_request
 from recursa.server.config import ServerConfig
 from recursa.server.errors import RequestError
 
-from .test_server import LiveServer, user, write_script
+from .test_server import LiveServer, user, wait_until, write_script
 
 FIRST = "```repl\nwords = context.split()\nFINAL(len(words))\n```"
 LATER = (
@@ -78,7 +78,7 @@ def test_a_busy_session_is_409_and_another_model_is_400(tmp_path, session_model)
         ask(c, "start here", "busy")
         slow = threading.Thread(target=ask, args=(c, "slow please", "busy"))
         slow.start()
-        time.sleep(1.0)
+        wait_until(lambda: srv.app.state.manager.sessions.get("busy").busy, "the slow question")
         try:
             with pytest.raises(Exception) as err:
                 ask(c, "meanwhile?", "busy")

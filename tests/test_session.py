@@ -115,7 +115,9 @@ def test_a_cancelled_question_leaves_the_session_usable(tmp_path):
         async with rlm.asession(CTX) as s:
             assert (await s.ask("one?")).answer == "ok"
             task = asyncio.create_task(s.ask("slow?"))
-            await asyncio.sleep(1.5)
+            while len(lm.calls) < 2:  # its root turn was answered: its cell runs next
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
