@@ -4,6 +4,7 @@ for children, the first request sent while the sandbox starts, a lean HTTP clien
 from __future__ import annotations
 
 import asyncio
+import ssl
 import dataclasses
 import importlib.abc
 import os
@@ -335,14 +336,16 @@ async def test_a_plain_http_client_loads_no_certificates() -> None:
     plain = OpenAIChatLM("m", base_url="http://127.0.0.1:9/v1", api_key="k")
     tls = OpenAIChatLM("m", base_url="https://example.invalid/v1", api_key="k")
     try:
-        ctx = plain._http()._transport._pool._ssl_context  # type: ignore[attr-defined]
-        assert ctx.cert_store_stats()["x509_ca"] == 0
-        ctx = tls._http()._transport._pool._ssl_context  # type: ignore[attr-defined]
-        assert ctx.cert_store_stats()["x509_ca"] > 0  # https still verifies with the system's
+        for lm, cas in ((plain, 0), (tls, 1)):
+            session = lm._http().transport._open()  # type: ignore[attr-defined]
+            ctx = session.connector._ssl  # what every connection of this backend verifies with
+            assert isinstance(ctx, ssl.SSLContext)
+            assert min(ctx.cert_store_stats()["x509_ca"], 1) == cas  # https: the system's CAs
+            assert ctx.verify_mode == ssl.CERT_REQUIRED  # and nothing goes unverified
     finally:
         await plain.aclose()
         await tls.aclose()
-    assert plain._client is None and tls._client is None  # the clients were closed
+    assert plain._sender is None and tls._sender is None  # their connections were closed
     assert tls_for("HTTP://localhost:8000/v1") is not True and tls_for("https://x/v1") is True
 
 

@@ -45,6 +45,7 @@ __all__ = [
 
 T = TypeVar("T")
 
+
 _SNIPPET = 300
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # More tokens than any model reads or writes in one call: a usage figure past it is a lie.
@@ -151,6 +152,9 @@ class _TooLarge(Exception):
     pass
 
 
+_NO_TRANSPORT = httpx.AsyncBaseTransport()  # a borrowed client's sender never uses it
+
+
 def _json_body(payload: dict[str, Any]) -> bytes:
     """The request as UTF-8 JSON. Text that cannot be UTF-8 (a lone surrogate from a file name
     or a broken decode) is sent as U+FFFD rather than failing the call."""
@@ -161,8 +165,47 @@ def _json_body(payload: dict[str, Any]) -> bytes:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
+@functools.cache
+def _default_headers() -> dict[str, str]:
+    """What recursa's own requests say about themselves (a borrowed client sends its own)."""
+    from recursa import __version__
+
+    return {"user-agent": f"recursa/{__version__}", "accept": "application/json"}
+
+
+class _Sender:
+    """How a backend's requests go out: through the caller's own ``httpx.AsyncClient`` (its
+    headers, auth, proxies and hooks apply), or straight to recursa's transport (no client
+    layer: no cookie jar, redirects or auth flow, which cost about a millisecond per call)."""
+
+    def __init__(self, client: httpx.AsyncClient | None, transport: httpx.AsyncBaseTransport):
+        self.client = client
+        self.transport = transport
+
+    def request(
+        self, url: str, body: bytes, headers: dict[str, str], timeout_s: float
+    ) -> httpx.Request:
+        if self.client is not None:
+            return self.client.build_request(
+                "POST", url, content=body, headers=headers, timeout=timeout_s
+            )
+        timeouts = dict.fromkeys(("connect", "read", "write", "pool"), timeout_s)
+        return httpx.Request(
+            "POST",
+            url,
+            content=body,
+            headers={**_default_headers(), **headers},
+            extensions={"timeout": timeouts},
+        )
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        if self.client is not None:
+            return await self.client.send(request, stream=True)
+        return await self.transport.handle_async_request(request)
+
+
 async def _fetch(
-    client: httpx.AsyncClient,
+    sender: _Sender,
     url: str,
     payload: dict[str, Any],
     headers: Mapping[str, str],
@@ -172,9 +215,8 @@ async def _fetch(
     """POST and read the body as a stream, giving up past ``max_bytes`` (so a huge reply costs
     at most that much memory)."""
     headers = {"content-type": "application/json", **headers}
-    async with client.stream(
-        "POST", url, content=_json_body(payload), headers=headers, timeout=timeout_s
-    ) as resp:
+    resp = await sender.send(sender.request(url, _json_body(payload), headers, timeout_s))
+    try:
         declared = resp.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise _TooLarge(int(declared))
@@ -186,6 +228,8 @@ async def _fetch(
                 raise _TooLarge(size)
             chunks.append(chunk)
         return _Reply(resp.status_code, resp.headers, b"".join(chunks))
+    finally:
+        await resp.aclose()
 
 
 def _classify(resp: _Reply, model: str) -> Exception:
@@ -214,7 +258,7 @@ def _delay(policy: RetryPolicy, exc: _Retryable, attempt: int) -> float:
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | _Sender,
     url: str,
     *,
     payload: dict[str, Any],
@@ -227,6 +271,7 @@ async def post_json(
 ) -> T:
     """POST ``payload`` and return the decoded JSON object passed through ``parse`` (inside the
     retry loop: a reply ``parse`` rejects is retried), retrying what is worth retrying."""
+    sender = client if isinstance(client, _Sender) else _Sender(client, _NO_TRANSPORT)
     loop = asyncio.get_running_loop()
     total = policy.total_timeout_s or timeout_s * (policy.max_retries + 1)
     deadline = loop.time() + total
@@ -237,7 +282,7 @@ async def post_json(
         within = f"{timeout_s:g}s" if left >= timeout_s else f"the {total:g}s this call may take"
         try:
             async with asyncio.timeout(budget):
-                resp = await _fetch(client, url, payload, headers, budget, max_response_bytes)
+                resp = await _fetch(sender, url, payload, headers, budget, max_response_bytes)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise _Retryable(
                 LMTimeoutError(
@@ -318,8 +363,9 @@ class HTTPBackend(BaseLM):
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __init__(self, client: httpx.AsyncClient | None) -> None:
-        self._client = client
+        self._client = client  # the caller's, used as given (never closed here)
         self._owns_client = client is None
+        self._sender: _Sender | None = None
 
     def _headers(self) -> dict[str, str]:
         raise NotImplementedError
@@ -349,18 +395,22 @@ class HTTPBackend(BaseLM):
             max_response_bytes=self.max_response_bytes,
         )
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-                verify=tls_for(self.base_url),
-            )
-        return self._client
+    def _http(self) -> _Sender:
+        if self._sender is None:
+            if self._client is not None:
+                self._sender = _Sender(self._client, _NO_TRANSPORT)
+            else:
+                from recursa.lm._aiohttp import AiohttpTransport  # aiohttp loads only when used
+
+                # Straight to aiohttp's pool: see recursa.lm._aiohttp for why.
+                transport = AiohttpTransport(verify=tls_for(self.base_url), max_connections=64)
+                self._sender = _Sender(None, transport)
+        return self._sender
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        sender, self._sender = self._sender, None
+        if self._owns_client and sender is not None:
+            await sender.transport.aclose()
 
 
 @functools.cache

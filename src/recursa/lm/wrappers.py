@@ -248,14 +248,16 @@ class FairLimiter:
                 queue.remove(slot)
             raise
 
-    def release(self) -> None:
+    def release(self) -> bool:
+        """Free a slot; ``True`` when it passed straight to a waiter."""
         for queue in self._waiting:
             while queue:
                 slot = queue.popleft()
                 if not slot.done():
                     slot.set_result(None)  # the slot passes on; in_flight stays the same
-                    return
+                    return True
         self.in_flight -= 1
+        return False
 
 
 def provider_key(lm: LM) -> str:
@@ -320,9 +322,31 @@ class ConcurrencyLimitedLM(WrapperLM):
         limiter = self._provider_limiter(self.limit)
         await limiter.acquire(0 if call_scope.get().role == "root" else 1)
         try:
-            return await self.inner.complete(messages, settings)
-        finally:
+            completion = await self.inner.complete(messages, settings)
+        except BaseException:
             limiter.release()
+            raise
+        if limiter.release():
+            await _let_waiter_send()
+        return completion
+
+
+async def _let_waiter_send() -> None:
+    """Yield once, so that the call just handed this call's slot sends its request before this
+    call's bookkeeping (journal, trace, budget) runs. Answers that arrive together would
+    otherwise all be booked before any freed slot is used, and each wave of a batch would
+    start late by that much.
+
+    A cancellation that lands here is put back for the caller's next await: the answer is paid
+    for, and the journal must still see it."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None:
+            raise
+        task.uncancel()
+        task.cancel()
 
 
 def compose(
