@@ -436,11 +436,18 @@ class RLM:
         finally:
             if writer is not None:
                 writer.close()
-            if journal is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    journal.finish(status, summary)
-                journal.close()
-            await self.aclose()
+            # The journal's last write and its checkpoint (milliseconds of disk work) run in a
+            # thread while the HTTP connections close; both are done before the run returns.
+            closing = (
+                asyncio.ensure_future(asyncio.to_thread(_close_journal, journal, status, summary))
+                if journal is not None
+                else None
+            )
+            try:
+                await self.aclose()
+            finally:
+                if closing is not None:
+                    await asyncio.shield(closing)
         if writer is not None:
             object.__setattr__(result, "trace_path", writer.path)
         return result
@@ -612,3 +619,12 @@ class RLM:
         """Close the HTTP clients of the models this RLM created (they reopen on next use)."""
         for lm in self._owned:
             await lm.aclose()
+
+
+def _close_journal(journal: Journal, status: str, summary: dict[str, Any]) -> None:
+    """Record how the run ended (best effort) and close the journal."""
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            journal.finish(status, summary)
+    finally:
+        journal.close()

@@ -225,10 +225,9 @@ class WorkerHost:
             with contextlib.suppress(BaseException):
                 await self._scratch_task
             self._scratch_task = None
-        if self._proc is not None and self.alive:
-            with contextlib.suppress(Exception):
-                await self._send({"type": "shutdown"})
-                await within(self._proc.wait(), 1.0)
+        # Killed, not asked to exit: the worker holds nothing worth saving (its scratch folder
+        # is removed below), and a polite exit runs the interpreter's teardown (tens of ms of
+        # CPU, more with a large context) on the run's critical path.
         await self._kill()
         await self._released()
         if self._root is not None:

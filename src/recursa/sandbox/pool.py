@@ -30,9 +30,10 @@ from recursa.limits import SandboxSlots
 from recursa.sandbox.base import CallHandler, CallRefused, Sandbox, SandboxConfig
 from recursa.types import CellResult
 
-__all__ = ["WARM_WORKERS", "StartingSandbox", "WorkerPool"]
+__all__ = ["WARM_DELAY_S", "WARM_WORKERS", "StartingSandbox", "WorkerPool"]
 
 WARM_WORKERS = 4  # most warm workers a tree keeps (a batch of children takes them in parallel)
+WARM_DELAY_S = 0.03  # how long a warm worker's start waits for its children's first requests
 
 SandboxFactory = Callable[[SandboxConfig, CallHandler], Sandbox]
 
@@ -56,22 +57,43 @@ def _table(config: SandboxConfig) -> str:
 
 
 class _Warm:
-    """One pooled worker: its sandbox, its relay and the task starting it."""
+    """One pooled worker: its sandbox, its relay and the task starting it.
 
-    def __init__(self, sandbox: Sandbox, relay: _Relay) -> None:
+    The start waits ``delay_s`` first (or until a child asks for the worker): the cell that
+    asked for warm workers is about to start children, and their first requests should go out
+    before a process start holds the event loop (spawning a worker blocks it for milliseconds,
+    more in a large host process). A child's first turn takes longer than the delay, so the
+    worker is still ready when it is wanted."""
+
+    def __init__(self, sandbox: Sandbox, relay: _Relay, delay_s: float) -> None:
         self.sandbox, self.relay = sandbox, relay
-        self.task: asyncio.Task[None] = asyncio.ensure_future(sandbox.start())
+        self.wanted = asyncio.Event()
+        self.started = False  # the process start began (it must not be cut short)
+        self.task: asyncio.Task[None] = asyncio.ensure_future(self._start(delay_s))
+
+    async def _start(self, delay_s: float) -> None:
+        if delay_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await self.wanted.wait()
+        self.started = True
+        await self.sandbox.start()
 
 
 class WorkerPool:
     """Warm workers for one run tree's children (see the module docstring)."""
 
     def __init__(
-        self, factory: SandboxFactory, slots: SandboxSlots, size: int = WARM_WORKERS
+        self,
+        factory: SandboxFactory,
+        slots: SandboxSlots,
+        size: int = WARM_WORKERS,
+        delay_s: float = WARM_DELAY_S,
     ) -> None:
         self.factory = factory
         self.slots = slots
         self.size = size
+        self.delay_s = delay_s
         self.started = 0  # workers this pool started (warm ones, taken or not)
         self.taken = 0
         # Per configuration (compared with ==: a config holds a dict, so it is no dict key).
@@ -109,7 +131,7 @@ class WorkerPool:
             and self.slots.live + self.warm_count < self.slots.capacity
         ):
             relay = _Relay()
-            queue.append(_Warm(self.factory(config, relay), relay))
+            queue.append(_Warm(self.factory(config, relay), relay, self.delay_s))
             self.started += 1
             count += 1
         return count
@@ -120,6 +142,7 @@ class WorkerPool:
         queue = self._queue(config, make=False)
         while queue:
             warm = queue.popleft()
+            warm.wanted.set()  # start now if it has not yet
             try:
                 await asyncio.shield(warm.task)
             except Exception:  # a failed warm start: the child starts its own and sees why
@@ -169,10 +192,13 @@ async def _stop(sandbox: Sandbox) -> None:
 
 async def _stop_after(warm: _Warm) -> None:
     """Shut a pooled worker down once its start is over (cutting a start short could leave a
-    process behind)."""
+    process behind); one whose start has not begun is simply not started."""
+    if not warm.started:
+        warm.task.cancel()
     with contextlib.suppress(BaseException):
         await warm.task
-    await _stop(warm.sandbox)
+    if warm.started:
+        await _stop(warm.sandbox)
 
 
 class StartingSandbox:
