@@ -18,8 +18,10 @@ Scenarios (each a function returning seconds, so ``benchmarks/compare.py`` can r
   16 and at a cap of 64, where all 40 sub-calls fit in one wave).
 
 Run: ``python benchmarks/fanout.py`` (``--runs 5``, ``--latency 0.2``, ``--only depth2``).
-Prints median, min and max over the runs, the median's ratio to the limit, and the median CPU
-seconds of this (the host's) process per run.
+Prints median, min and max over the runs, the median's ratio to the limit, its ratio to the
+floor (the same requests from a bare aiohttp client against the same server, run interleaved:
+what this server and machine allow; see ``floor_batch``), and the median CPU seconds of this
+(the host's) process per run.
 """
 
 from __future__ import annotations
@@ -151,6 +153,72 @@ def depth2_limit(latency_s: float, cap: int = 16) -> float:
     return (4 + math.ceil(CHILDREN * CHILD_SUBS / cap)) * latency_s
 
 
+# ---- the floor: the same requests from a bare aiohttp client ---------------------------------
+#
+# The limit above counts the server as answering in exactly its latency. A real server (this
+# fake one included: Python threads, a new thread per connection) adds a little to every
+# request, and two cores are shared with it. The floor is what a client with no RLM around it
+# gets from this server: the same requests, in the same order and with the same cap on
+# sub-calls, sent by a bare aiohttp session. recursa / floor is recursa's own overhead.
+
+
+async def _raw(session: Any, url: str, messages: list[dict[str, str]]) -> None:
+    body = {"model": "fanout", "messages": messages}
+    async with session.post(url, json=body) as resp:
+        await resp.read()
+
+
+_TURN = [{"role": "system", "content": "s"}, {"role": "user", "content": "floor"}]
+
+
+async def floor_batch(srv: Server, n: int, cap: int = 16) -> float:
+    import aiohttp
+
+    url = f"{srv.base_url}/chat/completions"
+    async with aiohttp.ClientSession() as session:
+        sem = asyncio.Semaphore(cap)
+
+        async def sub(i: int) -> None:
+            async with sem:
+                await _raw(session, url, [{"role": "user", "content": f"sub {i}"}])
+
+        t0 = time.perf_counter()
+        await _raw(session, url, _TURN)
+        await asyncio.gather(*(sub(i) for i in range(n)))
+        await _raw(session, url, _TURN)
+        return time.perf_counter() - t0
+
+
+async def floor_depth2(srv: Server, cap: int = 16) -> float:
+    import aiohttp
+
+    url = f"{srv.base_url}/chat/completions"
+    async with aiohttp.ClientSession() as session:
+        sem = asyncio.Semaphore(cap)
+
+        async def sub(i: int) -> None:
+            async with sem:
+                await _raw(session, url, [{"role": "user", "content": f"sub {i}"}])
+
+        async def child() -> None:
+            await _raw(session, url, _TURN)
+            await asyncio.gather(*(sub(i) for i in range(CHILD_SUBS)))
+            await _raw(session, url, _TURN)
+
+        t0 = time.perf_counter()
+        await _raw(session, url, _TURN)
+        await asyncio.gather(*(child() for _ in range(CHILDREN)))
+        await _raw(session, url, _TURN)
+        return time.perf_counter() - t0
+
+
+FLOORS: dict[str, Callable[[Server], Awaitable[float]]] = {
+    "batch100": lambda s: floor_batch(s, 100),
+    "batch1000": lambda s: floor_batch(s, 1000),
+    "depth2": lambda s: floor_depth2(s),
+    "depth2_cap64": lambda s: floor_depth2(s, 64),
+}
+
 Scenario = tuple[str, Callable[[Server], Awaitable[float]], float | None]
 
 
@@ -165,13 +233,16 @@ def scenarios(latency_s: float) -> list[Scenario]:
     ]
 
 
-def _row(name: str, times: list[float], limit: float | None, cpu: list[float]) -> str:
+def _row(
+    name: str, times: list[float], limit: float | None, cpu: list[float], floor: float | None
+) -> str:
     med = statistics.median(times)
     ratio = f"{med / limit:5.2f}x of {limit:.2f} s" if limit else "goal <= 30 ms"
     unit, k = ("ms", 1000.0) if limit is None else ("s", 1.0)
+    against = f"  {med / floor:5.2f}x of the floor {floor:.3f} s" if floor else ""
     return (
         f"{name:<14} median {med * k:8.3f} {unit}  min {min(times) * k:8.3f}  "
-        f"max {max(times) * k:8.3f}  {ratio}  host CPU {statistics.median(cpu):.3f} s"
+        f"max {max(times) * k:8.3f}  {ratio}{against}  host CPU {statistics.median(cpu):.3f} s"
     )
 
 
@@ -190,8 +261,13 @@ async def main(runs: int, latency_s: float, only: set[str]) -> None:
         for name, run, limit in scenarios(latency_s):
             if only and name not in only:
                 continue
-            got = [await measure(lambda: run(srv)) for _ in range(runs)]  # noqa: B023
-            print(_row(name, [g[0] for g in got], limit, [g[1] for g in got]), flush=True)
+            got, floors = [], []
+            for _ in range(runs):  # interleaved, so a slow spell hits both alike
+                got.append(await measure(lambda: run(srv)))  # noqa: B023
+                if floor_of := FLOORS.get(name):
+                    floors.append(await floor_of(srv))
+            floor = statistics.median(floors) if floors else None
+            print(_row(name, [g[0] for g in got], limit, [g[1] for g in got], floor), flush=True)
 
 
 def _parse(argv: list[str]) -> Any:
