@@ -432,12 +432,31 @@ async def test_the_pool_shuts_down_what_nobody_took_and_retired_workers() -> Non
     slots = SandboxSlots(3)
     await slots.acquire(0)
     await slots.acquire(0)
-    pool = WorkerPool(factory, slots)
+    pool = WorkerPool(factory, slots, delay_s=0)
     assert pool.warm(SandboxConfig(), 4) == 1  # 2 live + 1 warm fill max_sandboxes
     retired = _Fake(SandboxConfig(), _answer)
     pool.retire(retired, slots.release)  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert made[0].started
     await pool.aclose()
     assert made[0].stopped and retired.stopped and slots.live == 1
+
+
+async def test_a_warm_start_waits_for_the_childrens_requests_unless_a_child_wants_it() -> None:
+    made: list[_Fake] = []
+
+    def factory(config: SandboxConfig, on_call: CallHandler) -> Sandbox:
+        made.append(_Fake(config, on_call))
+        return made[-1]  # type: ignore[return-value]
+
+    pool = WorkerPool(factory, SandboxSlots(4), size=2, delay_s=30)
+    assert pool.warm(SandboxConfig(), 2) == 2
+    await asyncio.sleep(0.05)
+    assert not made[0].started and not made[1].started  # still within the delay
+    taken = await asyncio.wait_for(pool.take(SandboxConfig(), _answer), 5)
+    assert taken is made[0] and made[0].started  # wanted: started at once
+    await asyncio.wait_for(pool.aclose(), 5)  # does not wait out the delay
+    assert not made[1].started and not made[1].stopped  # never started: nothing to stop
 
 
 async def _answer(fn: str, args: dict[str, object]) -> str:
