@@ -181,6 +181,12 @@ class _Sender:
     def __init__(self, client: httpx.AsyncClient | None, transport: httpx.AsyncBaseTransport):
         self.client = client
         self.transport = transport
+        self._url: tuple[str, httpx.URL] | None = None  # the last URL, parsed once
+
+    def _parsed(self, url: str) -> httpx.URL:
+        if self._url is None or self._url[0] != url:
+            self._url = (url, httpx.URL(url))
+        return self._url[1]
 
     def request(
         self, url: str, body: bytes, headers: dict[str, str], timeout_s: float
@@ -192,7 +198,7 @@ class _Sender:
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), timeout_s)
         return httpx.Request(
             "POST",
-            url,
+            self._parsed(url),
             content=body,
             headers={**_default_headers(), **headers},
             extensions={"timeout": timeouts},
