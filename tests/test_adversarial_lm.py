@@ -569,7 +569,7 @@ def test_the_default_sandbox_cap_grows_with_a_deep_max_depth():
     from recursa.errors import ConfigError
     from recursa.limits import Limits
 
-    assert Limits(max_depth=6).max_sandboxes == 7  # one per level of a root->child chain
-    assert Limits(max_depth=1).max_sandboxes == 4
+    assert Limits(max_depth=9).max_sandboxes == 10  # one per level of a root->child chain
+    assert Limits(max_depth=1).max_sandboxes == 8
     with pytest.raises(ConfigError, match="--max-sandboxes"):
         Limits(max_depth=6, max_sandboxes=3)

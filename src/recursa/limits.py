@@ -44,7 +44,8 @@ __all__ = [
 CHARS_PER_TOKEN = 4
 DEFAULT_OUTPUT_CHARS = 20_000
 DEFAULT_TIMEOUT_S = 3600.0
-DEFAULT_MAX_SANDBOXES = 4
+# A worker is ~15 MB; 8 lets a batch of children (7 beside the root) run at once.
+DEFAULT_MAX_SANDBOXES = 8
 # The output cap a call gets under max_tokens/max_cost_usd when neither its settings nor its
 # backend name one: a worst case must be finite to be reserved.
 DEFAULT_OUTPUT_RESERVE = 4096
@@ -111,7 +112,7 @@ class Limits:
     max_concurrency: int = 16
     final_answer_turn: bool = True
     raise_on_limit: bool = False
-    max_sandboxes: int | None = None  # None: max(4, max_depth + 1), set in __post_init__
+    max_sandboxes: int | None = None  # None: max(8, max_depth + 1), set in __post_init__
     max_tool_calls: int | None = None
     tool_timeout_s: float | None = 30.0
 

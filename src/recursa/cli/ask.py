@@ -147,7 +147,7 @@ def ask(
         int | None,
         max_sandboxes_option(
             "Sandbox processes alive at once (the root's and child RLMs'); more children "
-            "wait. At least --max-depth + 1. [default: 4, or --max-depth + 1 if more]"
+            "wait. At least --max-depth + 1. [default: 8, or --max-depth + 1 if more]"
         ),
     ] = None,
     max_output_chars: MaxOutputChars = None,

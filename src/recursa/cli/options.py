@@ -301,7 +301,7 @@ class LimitOptions:
     max_tokens: int | None
     timeout: float | None  # None: no wall-clock limit
     cell_timeout: float
-    max_sandboxes: int | None = None  # None: 4, or max_depth + 1 if more
+    max_sandboxes: int | None = None  # None: 8, or max_depth + 1 if more
     concurrency: int = 16  # Limits' own default
     max_output_chars: int | None = None  # None: the model's own suggestion
     max_tool_calls: int | None = None

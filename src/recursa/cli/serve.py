@@ -242,7 +242,7 @@ def serve(
         int | None,
         max_sandboxes_option(
             "Sandbox processes alive at once per run (root and child RLMs; at least "
-            "--max-depth + 1; default 4, or --max-depth + 1 if more). The most a server runs "
+            "--max-depth + 1; default 8, or --max-depth + 1 if more). The most a server runs "
             "is this times --max-concurrent-runs."
         ),
     ] = None,
