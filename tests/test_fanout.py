@@ -4,10 +4,10 @@ for children, the first request sent while the sandbox starts, a lean HTTP clien
 from __future__ import annotations
 
 import asyncio
-import ssl
 import dataclasses
 import importlib.abc
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
