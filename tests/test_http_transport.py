@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -265,3 +267,25 @@ async def test_a_timeout_during_the_hand_off_is_still_a_timeout() -> None:
     with pytest.raises(TimeoutError):
         await call()
     assert steps == ["booked"]
+
+
+def test_one_backend_serves_one_event_loop_after_another_without_noise() -> None:
+    """A model passed to RLM is the caller's to close; used from two asyncio.run() calls and
+    never closed, it must answer both and print nothing at exit (no "Unclosed client
+    session" from aiohttp)."""
+    script = (
+        "import asyncio\n"
+        "from recursa.lm.openai import OpenAIChatLM\n"
+        "from recursa.testing import FakeLLMServer\n"
+        "from recursa.types import Message\n"
+        "with FakeLLMServer(responder=lambda m: 'ok') as srv:\n"
+        "    lm = OpenAIChatLM('m', base_url=srv.base_url, api_key='k')\n"
+        "    for _ in range(2):\n"
+        "        print(asyncio.run(lm.complete([Message.user('hi')])).text)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "ok"]
+    assert done.stderr == ""

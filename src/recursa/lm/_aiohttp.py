@@ -16,10 +16,12 @@ httpx; https verifies with httpx's own default context (certifi, or ``SSL_CERT_F
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import ssl
 import urllib.request
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -103,10 +105,22 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_s = keepalive_s
         self._trust_env = trust_env
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the session's
+        # The open session, for the finalizer: a backend nobody closed (a model passed to an
+        # RLM is the caller's to close) must not print aiohttp's "Unclosed client session".
+        self._held: list[aiohttp.ClientSession] = []
+        weakref.finalize(self, _let_go, self._held)
         self._proxies: dict[tuple[str, str], tuple[str | None, dict[str, str]]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is not loop:
+            # Opened in another event loop (an earlier asyncio.run, now closed): its
+            # connections belong to that loop and cannot be used or closed from this one.
+            _let_go(self._held)
+            self._session = None
         if self._session is None or self._session.closed:
+            self._loop = loop
             verify = self._verify
             if verify is True:  # httpx's default context: certifi, or SSL_CERT_FILE/SSL_CERT_DIR
                 verify = httpx.create_ssl_context(trust_env=self._trust_env)
@@ -121,6 +135,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=False,  # httpx decodes the body by its content-encoding
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
+            self._held[:] = [self._session]
         return self._session
 
     def _proxy(self, url: httpx.URL) -> tuple[str | None, dict[str, str]]:
@@ -186,5 +201,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
+        self._held.clear()
         if session is not None:
             await session.close()
+
+
+def _let_go(held: list[aiohttp.ClientSession]) -> None:
+    """Drop sessions without closing them through their event loop (gone, or not this
+    thread's): each is detached, and its connector marked closed when its loop is closed, so
+    neither warns when collected. Their sockets close when collected, or with the process."""
+    while held:
+        session = held.pop()
+        connector = session.connector
+        session.detach()
+        loop = getattr(connector, "_loop", None)
+        if connector is not None and loop is not None and loop.is_closed():
+            with contextlib.suppress(Exception):
+                connector._close()  # with its loop closed: only marks it
