@@ -31,7 +31,9 @@ from recursa.cli.options import (
     MaxOutputChars,
     MaxTokens,
     MaxToolCalls,
+    NoSubCalls,
     Prices,
+    ProfileOption,
     Prologue,
     RootWindow,
     Sandbox,
@@ -61,6 +63,7 @@ from recursa.cli.sampling import (
     SubReasoningEffort,
     SubTemperature,
     SubTopP,
+    Temperature,
     TopP,
 )
 from recursa.errors import ConfigError, ContextError, RecursaError
@@ -151,9 +154,7 @@ def ask(
         ),
     ] = None,
     max_output_chars: MaxOutputChars = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature.")
-    ] = None,
+    temperature: Temperature = None,
     top_p: TopP = None,
     max_output_tokens: MaxOutputTokens = None,
     reasoning_effort: ReasoningEffort = None,
@@ -163,18 +164,10 @@ def ask(
     sub_max_output_tokens: SubMaxOutputTokens = None,
     sub_reasoning_effort: SubReasoningEffort = None,
     sub_provider_option: SubProviderOption = [],  # noqa: B006 - typer needs a literal default
-    profile: Annotated[
-        str | None,
-        typer.Option("--profile", help="Prompt profile: standard or strict (default: by model)."),
-    ] = None,
+    profile: ProfileOption = None,
     system_prompt: SystemPromptFile = None,
     prologue: Prologue = None,
-    no_sub_calls: Annotated[
-        bool,
-        typer.Option(
-            "--no-sub-calls", help="Give the model the REPL only: no llm_query/rlm_query."
-        ),
-    ] = False,
+    no_sub_calls: NoSubCalls = False,
     tools: ToolsOption = None,
     sub_tools: SubToolsOption = None,
     max_tool_calls: MaxToolCalls = None,

@@ -44,7 +44,9 @@ __all__ = [
     "MaxOutputChars",
     "MaxTokens",
     "MaxToolCalls",
+    "NoSubCalls",
     "Prices",
+    "ProfileOption",
     "Prologue",
     "ProviderURLs",
     "RootWindow",
@@ -377,6 +379,14 @@ SystemPromptFile = Annotated[
         "${subcall_example} and ${tools_doc}.",
         show_default=False,
     ),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--profile", help="Prompt profile: standard or strict (default: by model)."),
+]
+NoSubCalls = Annotated[
+    bool,
+    typer.Option("--no-sub-calls", help="Give the model the REPL only: no llm_query/rlm_query."),
 ]
 Prologue = Annotated[
     str | None,

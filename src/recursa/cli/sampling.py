@@ -35,12 +35,14 @@ __all__ = [
     "SubReasoningEffort",
     "SubTemperature",
     "SubTopP",
+    "Temperature",
     "TopP",
     "parse_provider_options",
 ]
 
 _SUB = "for llm_query sub-calls and child RLMs only; wins over the flag without sub-"
 
+Temperature = Annotated[float | None, typer.Option("--temperature", help="Sampling temperature.")]
 TopP = Annotated[
     float | None,
     typer.Option("--top-p", help="Nucleus sampling, 0 to 1 (root turns and sub-calls)."),
