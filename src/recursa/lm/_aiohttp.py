@@ -1,7 +1,7 @@
 """An httpx transport that sends requests through aiohttp's connection pool.
 
 The HTTP backends speak httpx (its client, its errors, :class:`httpx.MockTransport` in tests),
-but httpcore's pool costs 2-12 ms of CPU per request once dozens are in flight on one client
+but httpcore's pool costs 4-14 ms of CPU per request once dozens are in flight on one client
 (it rescans every waiting request and connection on each change), which put a batch of
 sub-calls 5-10% behind its latency limit on a small machine. aiohttp's pool costs well under
 a millisecond per request. This module is httpx's one-method transport over it: a request
@@ -104,22 +104,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._trust_env = trust_env
-        self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the session's
-        # The open session, for the finalizer: a backend nobody closed (a model passed to an
-        # RLM is the caller's to close) must not print aiohttp's "Unclosed client session".
+        # The open session (none or one), in a list the finalizer can hold without holding
+        # the transport: a backend nobody closed (a model passed to an RLM is the caller's to
+        # close) must not print aiohttp's "Unclosed client session".
         self._held: list[aiohttp.ClientSession] = []
         weakref.finalize(self, _let_go, self._held)
         self._proxies: dict[tuple[str, str], tuple[str | None, dict[str, str]]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        if self._session is not None and self._loop is not loop:
+        if self._held and self._loop is not loop:
             # Opened in another event loop (an earlier asyncio.run, now closed): its
             # connections belong to that loop and cannot be used or closed from this one.
             _let_go(self._held)
-            self._session = None
-        if self._session is None or self._session.closed:
+        if not self._held or self._held[0].closed:
             self._loop = loop
             verify = self._verify
             if verify is True:  # httpx's default context: certifi, or SSL_CERT_FILE/SSL_CERT_DIR
@@ -127,7 +126,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, keepalive_timeout=self._keepalive_s, ssl=verify
             )
-            self._session = aiohttp.ClientSession(
+            session = aiohttp.ClientSession(
                 connector=connector,
                 # The environment's proxy is looked up once per host (_proxy), not by aiohttp:
                 # it would ask a thread for the proxy and for ~/.netrc on every request.
@@ -135,8 +134,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=False,  # httpx decodes the body by its content-encoding
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
-            self._held[:] = [self._session]
-        return self._session
+            self._held[:] = [session]
+        return self._held[0]
 
     def _proxy(self, url: httpx.URL) -> tuple[str | None, dict[str, str]]:
         """The proxy the environment names for ``url``'s scheme and host (``None``: direct),
@@ -200,10 +199,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        self._held.clear()
-        if session is not None:
-            await session.close()
+        while self._held:
+            await self._held.pop().close()
 
 
 def _let_go(held: list[aiohttp.ClientSession]) -> None:

@@ -45,7 +45,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-
 _SNIPPET = 300
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # More tokens than any model reads or writes in one call: a usage figure past it is a lie.
@@ -152,9 +151,6 @@ class _TooLarge(Exception):
     pass
 
 
-_NO_TRANSPORT = httpx.AsyncBaseTransport()  # a borrowed client's sender never uses it
-
-
 def _json_body(payload: dict[str, Any]) -> bytes:
     """The request as UTF-8 JSON. Text that cannot be UTF-8 (a lone surrogate from a file name
     or a broken decode) is sent as U+FFFD rather than failing the call."""
@@ -178,9 +174,13 @@ class _Sender:
     headers, auth, proxies and hooks apply), or straight to recursa's transport (no client
     layer: no cookie jar, redirects or auth flow, which cost about a millisecond per call)."""
 
-    def __init__(self, client: httpx.AsyncClient | None, transport: httpx.AsyncBaseTransport):
-        self.client = client
-        self.transport = transport
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.client = client  # the caller's: used as given, never closed here
+        self.transport = transport  # recursa's own, closed by the backend's aclose()
         self._url: tuple[str, httpx.URL] | None = None  # the last URL, parsed once
 
     def _parsed(self, url: str) -> httpx.URL:
@@ -207,6 +207,7 @@ class _Sender:
     async def send(self, request: httpx.Request) -> httpx.Response:
         if self.client is not None:
             return await self.client.send(request, stream=True)
+        assert self.transport is not None
         return await self.transport.handle_async_request(request)
 
 
@@ -277,7 +278,7 @@ async def post_json(
 ) -> T:
     """POST ``payload`` and return the decoded JSON object passed through ``parse`` (inside the
     retry loop: a reply ``parse`` rejects is retried), retrying what is worth retrying."""
-    sender = client if isinstance(client, _Sender) else _Sender(client, _NO_TRANSPORT)
+    sender = client if isinstance(client, _Sender) else _Sender(client=client)
     loop = asyncio.get_running_loop()
     total = policy.total_timeout_s or timeout_s * (policy.max_retries + 1)
     deadline = loop.time() + total
@@ -370,7 +371,6 @@ class HTTPBackend(BaseLM):
 
     def __init__(self, client: httpx.AsyncClient | None) -> None:
         self._client = client  # the caller's, used as given (never closed here)
-        self._owns_client = client is None
         self._sender: _Sender | None = None
 
     def _headers(self) -> dict[str, str]:
@@ -404,18 +404,18 @@ class HTTPBackend(BaseLM):
     def _http(self) -> _Sender:
         if self._sender is None:
             if self._client is not None:
-                self._sender = _Sender(self._client, _NO_TRANSPORT)
+                self._sender = _Sender(client=self._client)
             else:
                 from recursa.lm._aiohttp import AiohttpTransport  # aiohttp loads only when used
 
                 # Straight to aiohttp's pool: see recursa.lm._aiohttp for why.
                 transport = AiohttpTransport(verify=tls_for(self.base_url), max_connections=64)
-                self._sender = _Sender(None, transport)
+                self._sender = _Sender(transport=transport)
         return self._sender
 
     async def aclose(self) -> None:
         sender, self._sender = self._sender, None
-        if self._owns_client and sender is not None:
+        if sender is not None and sender.transport is not None:  # never the caller's client
             await sender.transport.aclose()
 
 

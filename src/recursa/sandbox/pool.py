@@ -94,8 +94,6 @@ class WorkerPool:
         self.slots = slots
         self.size = size
         self.delay_s = delay_s
-        self.started = 0  # workers this pool started (warm ones, taken or not)
-        self.taken = 0
         # Per configuration (compared with ==: a config holds a dict, so it is no dict key).
         self._warm: list[tuple[SandboxConfig, str, deque[_Warm]]] = []
         self._retiring: set[asyncio.Task[None]] = set()
@@ -132,7 +130,6 @@ class WorkerPool:
         ):
             relay = _Relay()
             queue.append(_Warm(self.factory(config, relay), relay, self.delay_s))
-            self.started += 1
             count += 1
         return count
 
@@ -152,7 +149,6 @@ class WorkerPool:
                 await asyncio.shield(_stop_after(warm))
                 raise
             warm.relay.target = handler
-            self.taken += 1
             return warm.sandbox
         return None
 
